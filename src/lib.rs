@@ -1,0 +1,22 @@
+//! # uiot: a blocking MQTT device client for UCloud's UIoT Core
+//!
+//! uiot connects Linux IoT boards (Raspberry Pi, OpenWrt routers, embedded
+//! Linux images) to UIoT Core over MQTT 3.1.1 on TCP or TLS. It has a small,
+//! synchronous API: no async runtime, one I/O thread that owns the socket, one
+//! timer thread that keeps the deadlines, and a cloneable handle for callers.
+//!
+//! Layers, each in its own module:
+//! - [`packet`]: bytes <-> MQTT packets, strict, no I/O.
+//! - [`config`]: the INI file, validated completely at load.
+//! - [`platform`]: UIoT Core rules: credentials, topics, limits.
+//! - [`Error`]: the one error type, whose messages say what to fix.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+mod error;
+pub mod packet;
+pub mod platform;
+
+pub use error::{Error, Result};
