@@ -39,6 +39,14 @@ pub enum Error {
     Timeout(String),
     /// A platform limit would be exceeded (packet size, subscriptions, ...).
     Limit(String),
+    /// The topic or filter is not valid MQTT (e.g. a wildcard in a publish
+    /// topic, `#` not last).
+    InvalidTopic {
+        /// The topic or filter.
+        topic: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The topic is not one this device may use on UIoT Core.
     TopicDenied {
         /// The topic or filter that was refused.
@@ -71,6 +79,7 @@ impl fmt::Display for Error {
             Error::Protocol(e) => write!(f, "protocol error: {e}"),
             Error::Timeout(s) => write!(f, "timed out: {s}"),
             Error::Limit(s) => write!(f, "platform limit: {s}"),
+            Error::InvalidTopic { topic, reason } => write!(f, "invalid topic {topic:?}: {reason}"),
             Error::TopicDenied { topic, reason } => write!(f, "topic {topic:?} denied: {reason}"),
             Error::SubscribeRefused(filter) => write!(
                 f,

@@ -9,14 +9,20 @@
 //! - [`packet`]: bytes <-> MQTT packets, strict, no I/O.
 //! - [`config`]: the INI file, validated completely at load.
 //! - [`platform`]: UIoT Core rules: credentials, topics, limits.
+//! - [`transport`]: TCP (and TLS) streams to the broker.
+//! - [`client`]: the I/O and timer threads and the public [`Client`].
 //! - [`Error`]: the one error type, whose messages say what to fix.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod config;
 mod error;
 pub mod packet;
 pub mod platform;
+pub mod transport;
 
+pub use client::{Client, Event, Message, Messages, Options, PublishToken, QoS};
 pub use error::{Error, Result};
+pub use platform::{Identity, Limits};

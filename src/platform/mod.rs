@@ -20,3 +20,10 @@ pub const MAX_SUBSCRIPTIONS: usize = 100;
 pub const PUBLISH_RATE: u32 = 30;
 /// Bandwidth per connection, in KB/s.
 pub const BANDWIDTH_KB: u32 = 1024;
+
+mod identity;
+mod limits;
+
+pub(crate) use identity::check_shape;
+pub use identity::{AuthMode, Identity};
+pub use limits::{Limits, RateLimiter};

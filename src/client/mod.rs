@@ -1,0 +1,681 @@
+//! The blocking client: threads, session state and the public [`Client`].
+//!
+//! Owns: the I/O thread (the only owner of the socket, inside a `mio` poll
+//! loop), the timer thread (deadlines), the session state (packet ids,
+//! in-flight QoS 1, subscriptions), and the handle callers use.
+//! Must not touch: the wire format (that is `packet`), how bytes reach the
+//! broker (that is `transport`), or the INI file (that is `config`).
+//!
+//! ```no_run
+//! use uiot::{Client, Identity, Options, QoS};
+//!
+//! let device = Identity::new("70ly1tvowt696r15", "aruidyl0rt9tuvod");
+//! let mut options = Options::device("127.0.0.1", 1883, device, "hly3dk1u5y8fq0b9");
+//! options.keep_alive = std::time::Duration::from_secs(300);
+//! let client = Client::connect(options)?;
+//! client.subscribe(&[(client.topic("set"), QoS::AtLeastOnce)])?;
+//! client.publish(&client.topic("upload"), b"{\"temperature\": 21}", QoS::AtLeastOnce)?;
+//! if let Ok(msg) = client.messages().recv_timeout(std::time::Duration::from_secs(5)) {
+//!     println!("{} {}", msg.topic, String::from_utf8_lossy(&msg.payload));
+//! }
+//! client.disconnect()?;
+//! # Ok::<(), uiot::Error>(())
+//! ```
+
+mod io;
+mod options;
+mod session;
+mod timer;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use options::Options;
+
+use crate::error::Error;
+use crate::packet;
+use crate::platform::RateLimiter;
+use timer::Timers;
+
+/// Quality of service for publishing and subscribing. UIoT Core supports
+/// QoS 0 and 1 only, so there is no QoS 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum QoS {
+    /// QoS 0: sent once, no acknowledgement.
+    AtMostOnce,
+    /// QoS 1: acknowledged by the broker (PUBACK); may arrive twice.
+    AtLeastOnce,
+}
+
+impl QoS {
+    /// From the numbers 0 and 1.
+    pub fn from_u8(n: u8) -> Option<QoS> {
+        match n {
+            0 => Some(QoS::AtMostOnce),
+            1 => Some(QoS::AtLeastOnce),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn wire(self) -> packet::QoS {
+        match self {
+            QoS::AtMostOnce => packet::QoS::AtMostOnce,
+            QoS::AtLeastOnce => packet::QoS::AtLeastOnce,
+        }
+    }
+}
+
+/// A message from the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Topic it was published to.
+    pub topic: String,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+    /// QoS it was delivered with.
+    pub qos: QoS,
+    /// The broker's DUP flag (a possible redelivery; uiot already drops the
+    /// redeliveries it can recognise).
+    pub dup: bool,
+}
+
+/// Something that happened to the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Connected (CONNACK accepted).
+    Connected {
+        /// Whether the broker kept a session for this client.
+        session_present: bool,
+    },
+    /// The connection ended; the text says why.
+    Disconnected(String),
+}
+
+/// Result of a pipelined publish: wait for it, or drop it and call
+/// [`Client::flush`] later.
+#[derive(Debug)]
+pub struct PublishToken {
+    rx: Option<Receiver<Result<(), Error>>>,
+}
+
+impl PublishToken {
+    /// Wait until the message is acknowledged (QoS 1) or queued (QoS 0).
+    pub fn wait(self) -> Result<(), Error> {
+        match self.rx {
+            None => Ok(()),
+            Some(rx) => rx
+                .recv()
+                .unwrap_or_else(|_| Err(Error::Disconnected("client closed".into()))),
+        }
+    }
+
+    /// Like [`PublishToken::wait`], giving up after `timeout`.
+    pub fn wait_timeout(self, timeout: Duration) -> Result<(), Error> {
+        match self.rx {
+            None => Ok(()),
+            Some(rx) => match rx.recv_timeout(timeout) {
+                Ok(r) => r,
+                Err(RecvTimeoutError::Timeout) => Err(Error::Timeout(format!(
+                    "no PUBACK within {}",
+                    secs(timeout)
+                ))),
+                Err(RecvTimeoutError::Disconnected) => {
+                    Err(Error::Disconnected("client closed".into()))
+                }
+            },
+        }
+    }
+}
+
+/// Commands from callers (and the timer) to the I/O thread.
+pub(crate) enum Command {
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+        qos: QoS,
+        done: Option<mpsc::Sender<Result<(), Error>>>,
+    },
+    Subscribe {
+        filters: Vec<(String, QoS)>,
+        done: mpsc::Sender<Result<Vec<QoS>, Error>>,
+    },
+    Unsubscribe {
+        filters: Vec<String>,
+        done: mpsc::Sender<Result<(), Error>>,
+    },
+    Flush {
+        done: mpsc::Sender<Result<(), Error>>,
+    },
+    Disconnect {
+        done: mpsc::Sender<Result<(), Error>>,
+    },
+    Timer(timer::Deadline),
+}
+
+/// Counts QoS 1 publishes awaiting PUBACK, so callers wait for room.
+pub(crate) struct Window {
+    used: Mutex<u16>,
+    room: Condvar,
+    max: u16,
+}
+
+/// State shared by the client handles, the I/O thread and the timer thread.
+pub(crate) struct Shared {
+    pub(crate) commands: SyncSender<Command>,
+    pub(crate) waker: mio::Waker,
+    /// The I/O thread is (about to be) parked in poll: wake it.
+    pub(crate) io_parked: AtomicBool,
+    /// The message queue was full and the I/O thread stopped reading.
+    pub(crate) inbound_stalled: AtomicBool,
+    pub(crate) window: Window,
+    pub(crate) limiter: Mutex<RateLimiter>,
+    pub(crate) closed: Mutex<Option<String>>,
+    pub(crate) is_closed: AtomicBool,
+    /// Milliseconds since `epoch` of the last write to the socket.
+    pub(crate) last_sent_ms: AtomicU64,
+    pub(crate) epoch: Instant,
+    pub(crate) timers: Arc<Timers>,
+    pub(crate) options: Options,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+impl Shared {
+    /// Hand a command to the I/O thread, waking it only if it is parked.
+    pub(crate) fn send(&self, cmd: Command) -> Result<(), Error> {
+        match self.commands.try_send(cmd) {
+            Ok(()) => {}
+            Err(TrySendError::Full(cmd)) => {
+                self.wake();
+                self.commands.send(cmd).map_err(|_| self.closed_error())?;
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(self.closed_error()),
+        }
+        if self.io_parked.swap(false, Ordering::SeqCst) {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            log::error!("cannot wake the I/O thread: {e}");
+        }
+    }
+
+    pub(crate) fn closed_error(&self) -> Error {
+        let why = lock(&self.closed)
+            .clone()
+            .unwrap_or_else(|| "the client was closed".to_string());
+        Error::Disconnected(why)
+    }
+
+    pub(crate) fn mark_closed(&self, reason: &str) {
+        let mut c = lock(&self.closed);
+        if c.is_none() {
+            *c = Some(reason.to_string());
+        }
+        self.is_closed.store(true, Ordering::SeqCst);
+        drop(c);
+        let _guard = lock(&self.window.used);
+        self.window.room.notify_all();
+    }
+
+    pub(crate) fn note_sent(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_sent_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn last_sent(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.last_sent_ms.load(Ordering::Relaxed))
+    }
+
+    fn acquire_slot(&self) -> Result<(), Error> {
+        let mut used = lock(&self.window.used);
+        loop {
+            if self.is_closed.load(Ordering::SeqCst) {
+                return Err(self.closed_error());
+            }
+            if *used < self.window.max {
+                *used += 1;
+                return Ok(());
+            }
+            used = self
+                .window
+                .room
+                .wait(used)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    pub(crate) fn release_slot(&self) {
+        let mut used = lock(&self.window.used);
+        *used = used.saturating_sub(1);
+        self.window.room.notify_one();
+    }
+}
+
+/// The messages the broker delivers, in order. Obtained from
+/// [`Client::messages`]; every clone reads from the same queue.
+#[derive(Clone)]
+pub struct Messages {
+    rx: Arc<Mutex<Receiver<Message>>>,
+    shared: Arc<Shared>,
+}
+
+impl Messages {
+    fn took(&self) {
+        if self.shared.inbound_stalled.swap(false, Ordering::SeqCst) {
+            self.shared.wake();
+        }
+    }
+
+    /// Wait for the next message. Fails once the client is closed and every
+    /// queued message has been taken.
+    pub fn recv(&self) -> Result<Message, Error> {
+        let r = lock(&self.rx).recv();
+        self.took();
+        r.map_err(|_| self.shared.closed_error())
+    }
+
+    /// Wait at most `timeout` for the next message.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Message, Error> {
+        let r = lock(&self.rx).recv_timeout(timeout);
+        self.took();
+        match r {
+            Ok(m) => Ok(m),
+            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout(format!(
+                "no message within {}",
+                secs(timeout)
+            ))),
+            Err(RecvTimeoutError::Disconnected) => Err(self.shared.closed_error()),
+        }
+    }
+
+    /// The next message if one is queued now.
+    pub fn try_recv(&self) -> Option<Message> {
+        let r = lock(&self.rx).try_recv().ok();
+        self.took();
+        r
+    }
+
+    /// Iterate over messages until the client is closed.
+    pub fn iter(&self) -> impl Iterator<Item = Message> + '_ {
+        std::iter::from_fn(move || self.recv().ok())
+    }
+}
+
+/// Connection events ([`Event`]), obtained from [`Client::events`].
+#[derive(Clone)]
+pub struct Events {
+    rx: Arc<Mutex<Receiver<Event>>>,
+}
+
+impl Events {
+    /// The next event if one is queued now.
+    pub fn try_recv(&self) -> Option<Event> {
+        lock(&self.rx).try_recv().ok()
+    }
+
+    /// Wait at most `timeout` for the next event.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<Event> {
+        lock(&self.rx).recv_timeout(timeout).ok()
+    }
+}
+
+struct Threads {
+    io: Option<JoinHandle<()>>,
+    timer: Option<JoinHandle<()>>,
+}
+
+/// Closes the connection when the last [`Client`] clone is dropped.
+struct Owner {
+    shared: Arc<Shared>,
+    threads: Mutex<Threads>,
+}
+
+impl Owner {
+    fn shutdown(&self) -> Result<(), Error> {
+        let mut threads = lock(&self.threads);
+        let Some(io) = threads.io.take() else {
+            return Ok(());
+        };
+        let (tx, rx) = mpsc::channel();
+        // A connection that already ended needs no goodbye.
+        let result = match self.shared.send(Command::Disconnect { done: tx }) {
+            Ok(()) => rx.recv().unwrap_or(Ok(())),
+            Err(_) => Ok(()),
+        };
+        let _ = io.join();
+        self.shared.timers.stop();
+        if let Some(t) = threads.timer.take() {
+            let _ = t.join();
+        }
+        result
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// A connection to the broker. Cheap to clone; every clone is the same
+/// connection, usable from any thread.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    owner: Arc<Owner>,
+    messages: Messages,
+    events: Events,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("client_id", &self.shared.options.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connect and block until the broker accepts (CONNACK), refuses
+    /// ([`Error::Refused`]) or `connect_timeout` passes.
+    pub fn connect(options: Options) -> Result<Client, Error> {
+        options.validate()?;
+        let poll = mio::Poll::new().map_err(|e| io_err("creating the poll", e))?;
+        let waker = mio::Waker::new(poll.registry(), io::WAKER)
+            .map_err(|e| io_err("creating the waker", e))?;
+        let timers = Arc::new(Timers::new().map_err(|e| io_err("creating the timerfd", e))?);
+        let (cmd_tx, cmd_rx) = mpsc::sync_channel(1024);
+        let (msg_tx, msg_rx) = mpsc::sync_channel(options.message_capacity.max(1));
+        let (ev_tx, ev_rx) = mpsc::sync_channel(64);
+        let shared = Arc::new(Shared {
+            commands: cmd_tx,
+            waker,
+            io_parked: AtomicBool::new(false),
+            inbound_stalled: AtomicBool::new(false),
+            window: Window {
+                used: Mutex::new(0),
+                room: Condvar::new(),
+                max: options.max_inflight,
+            },
+            limiter: Mutex::new(RateLimiter::new(&options.limits)),
+            closed: Mutex::new(None),
+            is_closed: AtomicBool::new(false),
+            last_sent_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            timers: timers.clone(),
+            options,
+        });
+
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let io_shared = shared.clone();
+        let io = std::thread::Builder::new()
+            .name("uiot-io".into())
+            .spawn(move || io::run(io_shared, poll, cmd_rx, msg_tx, ev_tx, ready_tx))
+            .map_err(|e| io_err("starting the I/O thread", e))?;
+        let timer_shared = Arc::downgrade(&shared);
+        let timer = std::thread::Builder::new()
+            .name("uiot-timer".into())
+            .spawn(move || {
+                timer::run(timers, move |kind| {
+                    if let Some(s) = timer_shared.upgrade() {
+                        io::on_deadline(&s, kind);
+                    }
+                })
+            })
+            .map_err(|e| io_err("starting the timer thread", e))?;
+
+        let owner = Arc::new(Owner {
+            shared: shared.clone(),
+            threads: Mutex::new(Threads {
+                io: Some(io),
+                timer: Some(timer),
+            }),
+        });
+        let result = ready_rx
+            .recv()
+            .unwrap_or_else(|_| Err(Error::Disconnected("the I/O thread stopped".into())));
+        if let Err(e) = result {
+            let _ = owner.shutdown();
+            return Err(e);
+        }
+        Ok(Client {
+            messages: Messages {
+                rx: Arc::new(Mutex::new(msg_rx)),
+                shared: shared.clone(),
+            },
+            events: Events {
+                rx: Arc::new(Mutex::new(ev_rx)),
+            },
+            shared,
+            owner,
+        })
+    }
+
+    /// The options this client was made with.
+    pub fn options(&self) -> &Options {
+        &self.shared.options
+    }
+
+    /// A topic of this device: `topic("upload")` is `/PSN/DSN/upload`. A
+    /// topic that starts with `/` is returned as it is; without a device
+    /// identity every topic is returned as it is.
+    pub fn topic(&self, topic: &str) -> String {
+        match &self.shared.options.identity {
+            Some(id) => id.resolve(topic),
+            None => topic.to_string(),
+        }
+    }
+
+    fn check_publish(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
+        let o = &self.shared.options;
+        if o.limits.enforce {
+            if let Some(id) = &o.identity {
+                id.check_publish(topic)?;
+            } else {
+                crate::platform::check_shape(topic)?;
+            }
+        }
+        packet::validate_topic_name(topic).map_err(|e| Error::InvalidTopic {
+            topic: topic.to_string(),
+            reason: e.to_string(),
+        })?;
+        let size = publish_size(topic, payload.len());
+        if size > o.limits.max_packet {
+            return Err(Error::Limit(format!(
+                "a PUBLISH of {size} bytes exceeds the packet limit of {} bytes \
+                 (UIoT Core: 256 KiB); split the payload",
+                o.limits.max_packet
+            )));
+        }
+        Ok(())
+    }
+
+    fn pace(&self, bytes: usize) {
+        loop {
+            let wait = {
+                let mut l = lock(&self.shared.limiter);
+                if l.is_unlimited() {
+                    return;
+                }
+                l.try_acquire(bytes, Instant::now())
+            };
+            match wait {
+                None => return,
+                Some(d) => std::thread::sleep(d),
+            }
+        }
+    }
+
+    /// Publish and block: QoS 0 returns once the message is queued to the
+    /// I/O thread (in order; [`Client::flush`] waits until it is written),
+    /// QoS 1 returns once the broker acknowledged it (PUBACK), or fails with
+    /// [`Error::Timeout`] after `ack_timeout`.
+    pub fn publish(&self, topic: &str, payload: &[u8], qos: QoS) -> Result<(), Error> {
+        let token = self.start_publish(topic, payload.to_vec(), qos)?;
+        token.wait_timeout(self.shared.options.ack_timeout)
+    }
+
+    /// Publish without waiting for the acknowledgement: returns once the
+    /// message is accepted (for QoS 1, once there is room in the in-flight
+    /// window of `max_inflight`). Wait on the token, or drop it and call
+    /// [`Client::flush`].
+    pub fn start_publish(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        qos: QoS,
+    ) -> Result<PublishToken, Error> {
+        self.check_publish(topic, &payload)?;
+        if self.shared.is_closed.load(Ordering::SeqCst) {
+            return Err(self.shared.closed_error());
+        }
+        self.pace(publish_size(topic, payload.len()));
+        let (done, rx) = match qos {
+            QoS::AtMostOnce => (None, None),
+            QoS::AtLeastOnce => {
+                self.shared.acquire_slot()?;
+                let (tx, rx) = mpsc::channel();
+                (Some(tx), Some(rx))
+            }
+        };
+        let sent = self.shared.send(Command::Publish {
+            topic: topic.to_string(),
+            payload,
+            qos,
+            done,
+        });
+        if let Err(e) = sent {
+            if qos == QoS::AtLeastOnce {
+                self.shared.release_slot();
+            }
+            return Err(e);
+        }
+        Ok(PublishToken { rx })
+    }
+
+    /// Subscribe; returns the QoS the broker granted for each filter. A
+    /// refused filter (SUBACK 0x80) gives [`Error::SubscribeRefused`].
+    pub fn subscribe<S: AsRef<str>>(&self, filters: &[(S, QoS)]) -> Result<Vec<QoS>, Error> {
+        let o = &self.shared.options;
+        if filters.is_empty() {
+            return Err(Error::Limit("subscribe needs at least one filter".into()));
+        }
+        let mut list = Vec::with_capacity(filters.len());
+        for (f, q) in filters {
+            let f = f.as_ref();
+            if o.limits.enforce {
+                if let Some(id) = &o.identity {
+                    id.check_subscribe(f)?;
+                } else {
+                    crate::platform::check_shape(f)?;
+                }
+            }
+            packet::validate_topic_filter(f).map_err(|e| Error::InvalidTopic {
+                topic: f.to_string(),
+                reason: e.to_string(),
+            })?;
+            list.push((f.to_string(), *q));
+        }
+        let (tx, rx) = mpsc::channel();
+        self.shared.send(Command::Subscribe {
+            filters: list,
+            done: tx,
+        })?;
+        self.wait_reply(rx, "SUBACK")
+    }
+
+    /// Unsubscribe from these filters.
+    pub fn unsubscribe<S: AsRef<str>>(&self, filters: &[S]) -> Result<(), Error> {
+        if filters.is_empty() {
+            return Err(Error::Limit("unsubscribe needs at least one filter".into()));
+        }
+        let list = filters.iter().map(|f| f.as_ref().to_string()).collect();
+        let (tx, rx) = mpsc::channel();
+        self.shared.send(Command::Unsubscribe {
+            filters: list,
+            done: tx,
+        })?;
+        self.wait_reply(rx, "UNSUBACK")
+    }
+
+    /// Wait until everything published so far is written and every QoS 1
+    /// message is acknowledged, or `timeout` passes.
+    pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
+        let (tx, rx) = mpsc::channel();
+        self.shared.send(Command::Flush { done: tx })?;
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout(format!(
+                "messages still unacknowledged after {}",
+                secs(timeout)
+            ))),
+            Err(RecvTimeoutError::Disconnected) => Err(self.shared.closed_error()),
+        }
+    }
+
+    fn wait_reply<T>(&self, rx: Receiver<Result<T, Error>>, what: &str) -> Result<T, Error> {
+        let t = self.shared.options.ack_timeout;
+        match rx.recv_timeout(t) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => {
+                Err(Error::Timeout(format!("no {what} within {}", secs(t))))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(self.shared.closed_error()),
+        }
+    }
+
+    /// The incoming messages.
+    pub fn messages(&self) -> Messages {
+        self.messages.clone()
+    }
+
+    /// Connection events.
+    pub fn events(&self) -> Events {
+        self.events.clone()
+    }
+
+    /// Whether the connection is still up.
+    pub fn is_connected(&self) -> bool {
+        !self.shared.is_closed.load(Ordering::SeqCst)
+    }
+
+    /// Flush what was published (waiting up to `shutdown_timeout` for QoS 1
+    /// acknowledgements), send DISCONNECT, close the socket and stop the
+    /// threads. Every clone is closed with it.
+    pub fn disconnect(&self) -> Result<(), Error> {
+        self.owner.shutdown()
+    }
+}
+
+fn io_err(context: &str, source: std::io::Error) -> Error {
+    Error::Io {
+        context: context.to_string(),
+        source,
+    }
+}
+
+/// Size on the wire of a PUBLISH (QoS 1 worst case).
+pub(crate) fn publish_size(topic: &str, payload: usize) -> usize {
+    let remaining = 2 + topic.len() + 2 + payload;
+    let len_bytes = match remaining {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    };
+    1 + len_bytes + remaining
+}

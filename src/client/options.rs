@@ -1,0 +1,208 @@
+//! Connection options, built by hand or from the INI configuration.
+//!
+//! Owns: every knob of a connection and its defaults.
+//! Must not touch: sockets, threads, the INI syntax (that is `config`).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::packet::{Protocol, DEFAULT_MAX_PACKET};
+use crate::platform::{AuthMode, Identity, Limits, MAX_KEEP_ALIVE, MIN_KEEP_ALIVE};
+
+/// How to connect. Start from [`Options::new`] (any MQTT broker) or
+/// [`Options::device`] (a UIoT Core device), then adjust fields.
+#[derive(Clone)]
+pub struct Options {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// MQTT ClientID.
+    pub client_id: String,
+    /// MQTT UserName.
+    pub username: Option<String>,
+    /// MQTT Password (never logged).
+    pub password: Option<String>,
+    /// The UIoT device behind this connection, for topic helpers and the
+    /// topic guard.
+    pub identity: Option<Identity>,
+    /// Keep-alive; UIoT Core accepts 30..1200 s.
+    pub keep_alive: Duration,
+    /// Clean session flag.
+    pub clean_session: bool,
+    /// MQTT 3.1.1 (default) or 3.1.
+    pub protocol: Protocol,
+    /// How long TCP connect plus CONNACK may take.
+    pub connect_timeout: Duration,
+    /// How long a PINGRESP may take before the connection counts as dead;
+    /// `None`: min(keep_alive / 2, 30 s).
+    pub ping_timeout: Option<Duration>,
+    /// How long a blocking publish (QoS 1), subscribe or unsubscribe waits
+    /// for its acknowledgement.
+    pub ack_timeout: Duration,
+    /// Most QoS 1 publishes awaiting PUBACK at once.
+    pub max_inflight: u16,
+    /// Capacity of the incoming message queue; when it is full the client
+    /// stops reading from the broker until the application catches up.
+    pub message_capacity: usize,
+    /// What is enforced before anything reaches the wire.
+    pub limits: Limits,
+    /// How long `disconnect()` waits for unacknowledged QoS 1 messages.
+    pub shutdown_timeout: Duration,
+    pub(crate) keep_alive_checked: bool,
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("keep_alive", &self.keep_alive)
+            .field("clean_session", &self.clean_session)
+            .field("protocol", &self.protocol)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_inflight", &self.max_inflight)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Options {
+    /// Options for any MQTT broker: no credentials, keep-alive 300 s.
+    pub fn new(host: impl Into<String>, port: u16, client_id: impl Into<String>) -> Self {
+        Options {
+            host: host.into(),
+            port,
+            client_id: client_id.into(),
+            username: None,
+            password: None,
+            identity: None,
+            keep_alive: Duration::from_secs(300),
+            clean_session: true,
+            protocol: Protocol::V311,
+            connect_timeout: Duration::from_secs(10),
+            ping_timeout: None,
+            ack_timeout: Duration::from_secs(30),
+            max_inflight: 16,
+            message_capacity: 1024,
+            limits: Limits::default(),
+            shutdown_timeout: Duration::from_secs(5),
+            keep_alive_checked: true,
+        }
+    }
+
+    /// Options for a UIoT Core device with a device secret (static auth):
+    /// ClientID `PSN.DSN`, UserName `PSN|DSN|1`, Password the secret.
+    pub fn device(
+        host: impl Into<String>,
+        port: u16,
+        identity: Identity,
+        device_secret: impl Into<String>,
+    ) -> Self {
+        let mut o = Options::new(host, port, identity.client_id());
+        o.username = Some(identity.username(AuthMode::Static));
+        o.password = Some(device_secret.into());
+        o.identity = Some(identity);
+        o
+    }
+
+    /// Options from a loaded configuration file.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, Error> {
+        use crate::config::SecretSource;
+        let c = &config.connection;
+        let identity = Identity::new(&config.device.product_sn, &config.device.device_sn);
+        let secret = match &config.device.secret {
+            SecretSource::DeviceSecret(s) => s.expose().to_string(),
+            SecretSource::ProductSecret { secret_file, .. } => {
+                match std::fs::read_to_string(secret_file) {
+                    Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+                    _ => {
+                        return Err(Error::Config(crate::config::ConfigError {
+                            problems: vec![format!(
+                                "{}: [device] product_secret: dynamic registration is not \
+                                 implemented in this version and {} holds no device secret; \
+                                 set device_secret instead",
+                                config.path.display(),
+                                secret_file.display()
+                            )],
+                        }))
+                    }
+                }
+            }
+        };
+        let mut o = Options::device(&c.host, c.port, identity, secret);
+        o.keep_alive = Duration::from_secs(c.keep_alive.into());
+        o.clean_session = c.clean_session;
+        o.protocol = c.protocol;
+        o.connect_timeout = c.connect_timeout;
+        if c.tls {
+            return Err(Error::Tls(
+                "TLS is not implemented in this version; set [connection] tls = false \
+                 (and port = 1883) to connect without it"
+                    .to_string(),
+            ));
+        }
+        Ok(o)
+    }
+
+    /// Test hook: allow a keep-alive outside UIoT Core's 30..1200 s (e.g. one
+    /// second, to see pings quickly). Not for production use.
+    #[doc(hidden)]
+    pub fn unchecked_keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.keep_alive = keep_alive;
+        self.keep_alive_checked = false;
+        self
+    }
+
+    /// The PINGRESP timeout in force.
+    pub fn effective_ping_timeout(&self) -> Duration {
+        self.ping_timeout
+            .unwrap_or_else(|| (self.keep_alive / 2).min(Duration::from_secs(30)))
+    }
+
+    /// How long the connection may be quiet before a PINGREQ goes out: the
+    /// keep-alive minus a margin of a tenth (at least 100 ms, at most 10 s).
+    pub fn ping_interval(&self) -> Duration {
+        let margin = (self.keep_alive / 10)
+            .max(Duration::from_millis(100))
+            .min(Duration::from_secs(10));
+        self.keep_alive
+            .saturating_sub(margin)
+            .max(Duration::from_millis(50))
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let ka = self.keep_alive.as_secs();
+        if self.keep_alive_checked
+            && !(u64::from(MIN_KEEP_ALIVE)..=u64::from(MAX_KEEP_ALIVE)).contains(&ka)
+        {
+            return Err(Error::Limit(format!(
+                "keep-alive {ka} s: must be {MIN_KEEP_ALIVE}..{MAX_KEEP_ALIVE} seconds \
+                 (UIoT Core refuses others)"
+            )));
+        }
+        if self.keep_alive.as_secs() > u64::from(u16::MAX) {
+            return Err(Error::Limit("keep-alive over 65535 s".to_string()));
+        }
+        if self.max_inflight == 0 {
+            return Err(Error::Limit("max_inflight must be at least 1".to_string()));
+        }
+        if self.limits.max_packet > DEFAULT_MAX_PACKET && self.limits.enforce {
+            return Err(Error::Limit(format!(
+                "max_packet {} exceeds the platform's {DEFAULT_MAX_PACKET} bytes",
+                self.limits.max_packet
+            )));
+        }
+        Ok(())
+    }
+
+    /// Keep-alive in whole seconds as sent in CONNECT (at least 1).
+    pub(crate) fn keep_alive_secs(&self) -> u16 {
+        let s = self.keep_alive.as_secs_f64().ceil() as u64;
+        s.clamp(1, u64::from(u16::MAX)) as u16
+    }
+}

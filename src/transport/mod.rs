@@ -1,0 +1,169 @@
+//! Byte streams to the broker: TCP now, TLS beside it later.
+//!
+//! Owns: resolving the broker's address, the non-blocking connect with its
+//! deadline, socket options (TCP_NODELAY), and the [`Stream`] the I/O thread
+//! reads and writes.
+//! Must not touch: MQTT packets, session state, threads, UIoT rules.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::error::Error;
+
+/// A connected byte stream to the broker, registered with the I/O thread's poll.
+#[derive(Debug)]
+pub enum Stream {
+    /// Plain TCP.
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    /// Register with `poll` for reads and writes (edge-triggered).
+    pub fn register(&mut self, poll: &Poll, token: Token) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => {
+                poll.registry()
+                    .register(s, token, Interest::READABLE | Interest::WRITABLE)
+            }
+        }
+    }
+
+    /// Deregister from `poll`.
+    pub fn deregister(&mut self, poll: &Poll) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => poll.registry().deregister(s),
+        }
+    }
+
+    /// Shut both directions down (best effort).
+    pub fn shutdown(&self) {
+        match self {
+            Stream::Tcp(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+        }
+    }
+}
+
+/// True for the "try again later" error of a non-blocking socket.
+pub fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// True for an interrupted system call.
+pub fn interrupted(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted
+}
+
+/// Resolve `host:port` and open a TCP connection to the first address that
+/// answers before `deadline`, using `poll` (with `token`, which must be free)
+/// to wait. The stream comes back deregistered, with TCP_NODELAY set.
+pub fn connect_tcp(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+    poll: &mut Poll,
+    token: Token,
+) -> Result<Stream, Error> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| {
+            Error::Unreachable(format!(
+                "cannot resolve {host}: {e} (check [connection] host/region and DNS)"
+            ))
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Error::Unreachable(format!("{host} has no address")));
+    }
+    let mut last = None;
+    for addr in addrs {
+        match connect_addr(addr, deadline, poll, token) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    let why = match last {
+        Some(e) if e.kind() == io::ErrorKind::TimedOut => {
+            "no answer within connect_timeout (is the broker up, and the port right?)".to_string()
+        }
+        Some(e) => e.to_string(),
+        None => "no address tried".to_string(),
+    };
+    Err(Error::Unreachable(format!("{host}:{port}: {why}")))
+}
+
+fn connect_addr(
+    addr: SocketAddr,
+    deadline: Instant,
+    poll: &mut Poll,
+    token: Token,
+) -> io::Result<Stream> {
+    let mut s = TcpStream::connect(addr)?;
+    poll.registry().register(&mut s, token, Interest::WRITABLE)?;
+    let result = wait_connected(&mut s, deadline, poll, token);
+    let _ = poll.registry().deregister(&mut s);
+    result?;
+    s.set_nodelay(true)?;
+    Ok(Stream::Tcp(s))
+}
+
+fn wait_connected(
+    s: &mut TcpStream,
+    deadline: Instant,
+    poll: &mut Poll,
+    token: Token,
+) -> io::Result<()> {
+    let mut events = Events::with_capacity(4);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+        }
+        match poll.poll(&mut events, Some(left.min(Duration::from_secs(1)))) {
+            Ok(()) => {}
+            Err(e) if interrupted(&e) => continue,
+            Err(e) => return Err(e),
+        }
+        if !events.iter().any(|e| e.token() == token) {
+            continue;
+        }
+        if let Some(e) = s.take_error()? {
+            return Err(e);
+        }
+        match s.peer_addr() {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
