@@ -132,12 +132,6 @@ impl Io {
         }
     }
 
-    fn stream(&mut self) -> Result<&mut Stream, Closed> {
-        self.stream
-            .as_mut()
-            .ok_or_else(|| Closed("not connected".into()))
-    }
-
     // ---- connecting -------------------------------------------------------
 
     fn connect(&mut self) -> Result<bool, Error> {
@@ -342,7 +336,9 @@ impl Io {
                     log::debug!(target: "uiot::wire", "-> PINGREQ");
                     let _ = Packet::PingReq.encode(&mut self.tx);
                     self.ping_outstanding = true;
-                    self.shared.timers.set(Deadline::PingResp, now + ping_timeout);
+                    self.shared
+                        .timers
+                        .set(Deadline::PingResp, now + ping_timeout);
                 }
                 self.shared.timers.set(Deadline::PingDue, now + interval);
                 Ok(())
@@ -367,7 +363,9 @@ impl Io {
 
     fn refuse_if_closing<T>(&self, done: &Sender<Result<T, Error>>) -> bool {
         if self.closing.is_some() {
-            let _ = done.send(Err(Error::Disconnected("the client is disconnecting".into())));
+            let _ = done.send(Err(Error::Disconnected(
+                "the client is disconnecting".into(),
+            )));
             return true;
         }
         false
@@ -511,7 +509,10 @@ impl Io {
         let mut wrote = false;
         while self.tx_start < self.tx.len() {
             let start = self.tx_start;
-            let stream = self.stream()?;
+            let stream = self
+                .stream
+                .as_mut()
+                .ok_or_else(|| Closed("not connected".into()))?;
             let n = {
                 let Some(pending) = self.tx.get(start..) else {
                     break;

@@ -11,6 +11,7 @@ use crate::client::QoS;
 use crate::error::Error;
 
 /// A QoS 1 publish awaiting its PUBACK (kept whole so it can be resent).
+#[allow(dead_code)] // topic and payload are kept for resending after a reconnect
 pub(crate) struct InFlight {
     pub(crate) topic: String,
     pub(crate) payload: Vec<u8>,

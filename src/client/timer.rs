@@ -97,7 +97,9 @@ impl Timers {
         }
         let next = st.at.iter().flatten().min().copied();
         let wait = match next {
-            Some(t) => t.saturating_duration_since(Instant::now()).max(Duration::from_nanos(1)),
+            Some(t) => t
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_nanos(1)),
             None => Duration::ZERO, // disarms
         };
         self.settime(wait);
@@ -187,7 +189,10 @@ mod tests {
         assert_eq!((k1, k2), (Deadline::PingResp, Deadline::PingDue));
         assert!(at1 >= t0 + Duration::from_millis(79), "{:?}", at1 - t0);
         assert!(at2 >= t0 + Duration::from_millis(119), "{:?}", at2 - t0);
-        timers.set(Deadline::Shutdown, Instant::now() + Duration::from_millis(30));
+        timers.set(
+            Deadline::Shutdown,
+            Instant::now() + Duration::from_millis(30),
+        );
         timers.cancel(Deadline::Shutdown);
         assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
         timers.stop();

@@ -197,7 +197,10 @@ mod tests {
     #[test]
     fn topics() {
         let d = dev();
-        assert_eq!(d.topic("upload"), "/70ly1tvowt696r15/aruidyl0rt9tuvod/upload");
+        assert_eq!(
+            d.topic("upload"),
+            "/70ly1tvowt696r15/aruidyl0rt9tuvod/upload"
+        );
         assert_eq!(d.resolve("set"), "/70ly1tvowt696r15/aruidyl0rt9tuvod/set");
         assert_eq!(d.resolve("/x/y/z"), "/x/y/z");
         assert_eq!(
@@ -234,13 +237,19 @@ mod tests {
                 other => panic!("{t}: {other:?}"),
             }
         }
-        for f in ["#", "/+/aruidyl0rt9tuvod/#", "/70ly1tvowt696r15/+/upload", "/otherproduct0001/$broadcast/#"] {
+        for f in [
+            "#",
+            "/+/aruidyl0rt9tuvod/#",
+            "/70ly1tvowt696r15/+/upload",
+            "/otherproduct0001/$broadcast/#",
+        ] {
             match d.check_subscribe(f) {
                 Err(Error::TopicDenied { reason, .. }) => assert!(reason.contains("may subscribe")),
                 other => panic!("{f}: {other:?}"),
             }
         }
-        let Err(Error::TopicDenied { reason, .. }) = d.check_subscribe("/70ly1tvowt696r15/+/upload")
+        let Err(Error::TopicDenied { reason, .. }) =
+            d.check_subscribe("/70ly1tvowt696r15/+/upload")
         else {
             panic!()
         };

@@ -137,7 +137,10 @@ mod tests {
             assert_eq!(l.try_acquire(10, t0), None);
         }
         let wait = l.try_acquire(10, t0).unwrap();
-        assert!(wait <= WINDOW && wait > Duration::from_millis(900), "{wait:?}");
+        assert!(
+            wait <= WINDOW && wait > Duration::from_millis(900),
+            "{wait:?}"
+        );
         assert_eq!(l.try_acquire(10, t0 + WINDOW), None);
     }
 

@@ -129,7 +129,8 @@ fn connect_addr(
     token: Token,
 ) -> io::Result<Stream> {
     let mut s = TcpStream::connect(addr)?;
-    poll.registry().register(&mut s, token, Interest::WRITABLE)?;
+    poll.registry()
+        .register(&mut s, token, Interest::WRITABLE)?;
     let result = wait_connected(&mut s, deadline, poll, token);
     let _ = poll.registry().deregister(&mut s);
     result?;
