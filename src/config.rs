@@ -1,6 +1,6 @@
 //! The INI configuration file, validated completely at load.
 //!
-//! Owns: reading the file, the section/key table (one [`Section`] impl per
+//! Owns: reading the file, the section/key table (one `Section` impl per
 //! section, registered once in the `sections!` list below), every default,
 //! every validation rule, the text of every problem, and the `effective()`
 //! rendering shown by `uiot check`.
@@ -8,7 +8,7 @@
 //! Secrets (`device_secret`, `product_secret`) never appear in any message,
 //! rendering or `Debug` output: they print as `<hidden>`.
 //!
-//! Adding a section: write its struct, implement [`Section`] for it (name,
+//! Adding a section: write its struct, implement `Section` for it (name,
 //! keys, reading with validation, rendering), and add one line to the
 //! `sections!` invocation. The unknown-name check and `effective()` follow.
 
@@ -1529,5 +1529,17 @@ mod tests {
             Some("port")
         );
         assert_eq!(suggest("zzzzzz", ["port", "protocol"].into_iter()), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_gives_a_config_or_problems_never_a_panic(
+            text in "(\\[[a-z]{0,12}\\]?|[a-z_]{0,16} ?[=:]? ?[ -~]{0,20}|#.*|\\PC{0,8})(\n(\\[[a-z]{0,12}\\]?|[a-z_]{0,16} ?[=:]? ?[ -~]{0,20}|\\PC{0,8})){0,12}"
+        ) {
+            match Config::parse(&text, "f.ini") {
+                Ok(c) => { let _ = c.effective(); }
+                Err(e) => proptest::prop_assert!(!e.problems.is_empty()),
+            }
+        }
     }
 }

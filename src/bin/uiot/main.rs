@@ -1,5 +1,93 @@
-//! The `uiot` command: STUB, being written.
+//! The `uiot` command: subcommand dispatch, error printing and exit codes.
+//!
+//! Owns: process start-up (logging), the top-level flags (`--help`,
+//! `--version`), turning a [`cli::Failure`] into a message and an exit code.
+//! Must not touch: what the subcommands do (one module each, listed in
+//! `cli::COMMANDS`), the exit-code table (`exit`).
 
-fn main() {
-    std::process::exit(64);
+mod check;
+mod cli;
+mod exit;
+mod help;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use lexopt::prelude::*;
+
+use cli::{Command, Failure};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    let mut args = lexopt::Parser::from_env();
+    ExitCode::from(run(&mut args))
+}
+
+/// Dispatches the command line and returns the exit code.
+fn run(args: &mut lexopt::Parser) -> u8 {
+    let command = match pick_command(args) {
+        Ok(Some(c)) => c,
+        Ok(None) => return exit::OK,
+        Err(f) => return report(f, None),
+    };
+    match (command.run)(args) {
+        Ok(()) => exit::OK,
+        Err(Failure::Help) => match cli::print(&format!("{}\n", command.usage)) {
+            Ok(()) => exit::OK,
+            Err(f) => report(f, Some(command)),
+        },
+        Err(f) => report(f, Some(command)),
+    }
+}
+
+/// Reads the top-level flags and the command name. `Ok(None)` when the
+/// work is done already (`--help`, `--version`).
+fn pick_command(args: &mut lexopt::Parser) -> Result<Option<&'static Command>, Failure> {
+    let Some(arg) = args.next()? else {
+        return Err(Failure::Usage("missing command".to_string()));
+    };
+    match arg {
+        Short('h') | Long("help") => cli::print(&cli::top_help()).map(|()| None),
+        Short('V') | Long("version") => {
+            cli::print(&format!("uiot {}\n", env!("CARGO_PKG_VERSION"))).map(|()| None)
+        }
+        Value(name) => {
+            let name = name.to_string_lossy();
+            cli::find(&name)
+                .map(Some)
+                .ok_or_else(|| Failure::Usage(format!("unknown command '{name}'")))
+        }
+        other => Err(other.unexpected().into()),
+    }
+}
+
+/// Prints a failure (of `command`, if one was chosen) and returns its exit code.
+fn report(failure: Failure, command: Option<&Command>) -> u8 {
+    match failure {
+        Failure::Usage(problem) => {
+            print_error(&problem);
+            let (usage, more) = match command {
+                Some(c) => (c.usage, format!("uiot {} --help", c.name)),
+                None => (cli::TOP_USAGE, "uiot --help".to_string()),
+            };
+            let line = usage.lines().next().unwrap_or_default();
+            let _ = writeln!(std::io::stderr(), "{line}\n(run '{more}' for more)");
+            exit::USAGE
+        }
+        Failure::Help => exit::OK,
+        Failure::Uiot(e) => {
+            print_error(&e.to_string());
+            exit::code(&e)
+        }
+    }
+}
+
+/// Prints every line of `message` to stderr prefixed with `uiot: `.
+fn print_error(message: &str) {
+    let mut err = std::io::stderr().lock();
+    for line in message.lines() {
+        let _ = writeln!(err, "uiot: {line}");
+    }
 }

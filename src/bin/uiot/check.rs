@@ -1,0 +1,48 @@
+//! `uiot check [-c FILE]`: validate the configuration and print the
+//! effective settings.
+//!
+//! Owns: the `check` subcommand.
+//! Must not touch: validation rules (the library's `config` module owns them);
+//! never prints secrets (the library masks them).
+
+use std::path::PathBuf;
+
+use lexopt::prelude::*;
+
+use crate::cli::{self, Failure};
+
+/// Usage of `uiot check`.
+pub const USAGE: &str = "\
+usage: uiot check [-c FILE]
+
+Reads the configuration file, reports every problem in it (exit 78), or
+prints every setting with the defaults filled in and secrets hidden (exit 0).
+
+options:
+  -c, --config FILE  the configuration file
+                     (default: $UIOT_CONFIG if set, else /etc/uiot/uiot.ini)
+  -h, --help         print this help";
+
+/// Parses `-c FILE`/`--config FILE`/`-h` and returns the file to use.
+fn parse_args(args: &mut lexopt::Parser) -> Result<Option<PathBuf>, Failure> {
+    let mut path = None;
+    while let Some(arg) = args.next()? {
+        match arg {
+            Short('c') | Long("config") => path = Some(PathBuf::from(args.value()?)),
+            Short('h') | Long("help") => return Err(Failure::Help),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    Ok(path)
+}
+
+/// Runs `uiot check`.
+pub fn run(args: &mut lexopt::Parser) -> Result<(), Failure> {
+    let flag = parse_args(args)?;
+    let config = cli::load_config(flag)?;
+    cli::print(&format!(
+        "# {}: OK\n{}",
+        config.path.display(),
+        config.effective()
+    ))
+}
