@@ -21,7 +21,7 @@ use std::time::Duration;
 use ini::{Ini, ParseOption};
 
 use crate::packet::Protocol;
-use crate::platform::{MAX_KEEP_ALIVE, MIN_KEEP_ALIVE};
+use crate::platform::{Limits, MAX_KEEP_ALIVE, MAX_PACKET, MIN_KEEP_ALIVE};
 
 /// Every problem found in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +210,8 @@ sections! {
     device: DeviceConfig,
     /// `[connection]`: broker, TLS and MQTT session settings.
     connection: ConnectionConfig,
+    /// `[limits]`: the platform's caps, enforced before anything is sent.
+    limits: Limits,
 }
 
 impl Config {
@@ -950,6 +952,77 @@ impl Section for ConnectionConfig {
     }
 }
 
+impl Section for Limits {
+    const NAME: &'static str = "limits";
+    const KEYS: &'static [Key] = &[
+        Key::plain("enforce"),
+        Key::plain("publish_rate"),
+        Key::plain("bandwidth_kb"),
+        Key::plain("max_packet"),
+        Key::plain("max_subscriptions"),
+    ];
+
+    fn read(r: &mut Reader<'_, '_>) -> Option<Self> {
+        let d = Limits::default();
+        let enforce = r.bool("enforce", d.enforce);
+        let publish_rate = r.number(
+            "publish_rate",
+            d.publish_rate,
+            0,
+            1_000_000,
+            "messages per second (0 = unlimited; UIoT Core allows 30)",
+        );
+        let bandwidth_kb = r.number(
+            "bandwidth_kb",
+            d.bandwidth_kb,
+            0,
+            10_000_000,
+            "KB per second (0 = unlimited; UIoT Core allows 1024)",
+        );
+        let max_packet = r.number(
+            "max_packet",
+            d.max_packet,
+            64,
+            crate::packet::MAX_REMAINING_LENGTH,
+            "bytes (UIoT Core allows 262144)",
+        );
+        let max_subscriptions = r.number(
+            "max_subscriptions",
+            d.max_subscriptions,
+            1,
+            1_000_000,
+            "subscriptions (UIoT Core allows 100)",
+        );
+        let (enforce, max_packet) = (enforce?, max_packet?);
+        if enforce && max_packet > MAX_PACKET {
+            r.bad(
+                "max_packet",
+                &max_packet.to_string(),
+                &format!(
+                    "UIoT Core refuses packets over {MAX_PACKET} bytes; lower it, \
+                     or set enforce = false for another broker"
+                ),
+            );
+            return None;
+        }
+        Some(Limits {
+            enforce,
+            publish_rate: publish_rate?,
+            bandwidth_kb: bandwidth_kb?,
+            max_packet,
+            max_subscriptions: max_subscriptions?,
+        })
+    }
+
+    fn write(&self, w: &mut Writer) {
+        w.key("enforce", self.enforce);
+        w.key("publish_rate", self.publish_rate);
+        w.key("bandwidth_kb", self.bandwidth_kb);
+        w.key("max_packet", self.max_packet);
+        w.key("max_subscriptions", self.max_subscriptions);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -991,6 +1064,33 @@ mod tests {
     fn assert_no_secret(s: &str) {
         assert!(!s.contains(DEV_SECRET), "device secret leaked: {s}");
         assert!(!s.contains(PROD_SECRET), "product secret leaked: {s}");
+    }
+
+    #[test]
+    fn limits_section() {
+        let c = ok(&minimal());
+        assert_eq!(c.limits, Limits::default());
+        let c = ok(&format!(
+            "{}[limits]\nenforce = false\npublish_rate = 0\nbandwidth_kb = 0\nmax_packet = 1000000\n",
+            minimal()
+        ));
+        assert!(!c.limits.enforce);
+        assert_eq!((c.limits.publish_rate, c.limits.max_packet), (0, 1_000_000));
+        let p = one_problem(&format!("{}[limits]\nmax_packet = 300000\n", minimal()));
+        assert!(
+            p.starts_with("uiot.ini: [limits] max_packet = 300000: UIoT Core refuses"),
+            "{p}"
+        );
+        let p = one_problem(&format!("{}[limits]\npublish_rate = -1\n", minimal()));
+        assert!(
+            p.contains("[limits] publish_rate = -1: must be 0..1000000"),
+            "{p}"
+        );
+        assert!(
+            c.effective().contains("[limits]\nenforce = false\n"),
+            "{}",
+            c.effective()
+        );
     }
 
     #[test]
@@ -1320,8 +1420,8 @@ mod tests {
         assert_eq!(
             p,
             vec![
-                "uiot.ini: [conection]: unknown section; did you mean [connection]? known sections: [device], [connection]",
-                "uiot.ini: [serail]: unknown section; known sections: [device], [connection]",
+                "uiot.ini: [conection]: unknown section; did you mean [connection]? known sections: [device], [connection], [limits]",
+                "uiot.ini: [serail]: unknown section; known sections: [device], [connection], [limits]",
             ]
         );
         assert_eq!(
@@ -1457,7 +1557,7 @@ mod tests {
             "[device]\nproduct_sn = 70ly1tvowt696r15\ndevice_sn = aruidyl0rt9tuvod\ndevice_secret = <hidden>\n\
              \n[connection]\nregion = cn-sh2\nhost = mqtt-cn-sh2.iot.ucloud.cn\nport = 8883\ntls = true\n\
              # ca_file is not set: the built-in UIoT Core CA is used\ntls_verify_hostname = true\n\
-             keep_alive = 300\nclean_session = true\nprotocol = 3.1.1\nconnect_timeout = 10\n"
+             keep_alive = 300\nclean_session = true\nprotocol = 3.1.1\nconnect_timeout = 10\n\n[limits]\nenforce = true\npublish_rate = 30\nbandwidth_kb = 1024\nmax_packet = 262144\nmax_subscriptions = 100\n"
         );
         // What `effective()` prints reads back to the same settings (secrets aside).
         let mut c = ok(&minimal());

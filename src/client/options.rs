@@ -139,6 +139,7 @@ impl Options {
         o.clean_session = c.clean_session;
         o.protocol = c.protocol;
         o.connect_timeout = c.connect_timeout;
+        o.limits = config.limits.clone();
         if c.tls {
             return Err(Error::Tls(
                 "TLS is not implemented in this version; set [connection] tls = false \
