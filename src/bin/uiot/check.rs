@@ -39,6 +39,7 @@ fn parse_args(args: &mut lexopt::Parser) -> Result<Option<PathBuf>, Failure> {
 /// Runs `uiot check`.
 pub fn run(args: &mut lexopt::Parser) -> Result<(), Failure> {
     let flag = parse_args(args)?;
+    cli::init_logging(false);
     let config = cli::load_config(flag)?;
     cli::print(&format!(
         "# {}: OK\n{}",

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use uiot::config::{self, Config, ConfigError};
 
-use crate::{check, help};
+use crate::{check, help, publish, subscribe};
 
 /// One subcommand: its name, one-line summary, usage text and entry point.
 pub struct Command {
@@ -34,6 +34,18 @@ pub const COMMANDS: &[Command] = &[
         summary: "check the configuration file and print the effective settings",
         usage: check::USAGE,
         run: check::run,
+    },
+    Command {
+        name: "pub",
+        summary: "publish a message (or one per input line) and wait for its PUBACK",
+        usage: publish::USAGE,
+        run: publish::run,
+    },
+    Command {
+        name: "sub",
+        summary: "subscribe and print the messages that arrive",
+        usage: subscribe::USAGE,
+        run: subscribe::run,
     },
     Command {
         name: "help",
@@ -139,4 +151,38 @@ pub fn load_config(flag: Option<PathBuf>) -> Result<Config, Failure> {
         }
         Failure::Uiot(uiot::Error::Config(e))
     })
+}
+
+/// Starts logging to stderr: `RUST_LOG` if set, else warnings; `debug`
+/// (the `-d` flag) adds every packet sent and received (never a secret or
+/// a payload). Call once, after the command line is parsed.
+pub fn init_logging(debug: bool) {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
+    builder.target(env_logger::Target::Stderr);
+    if debug {
+        builder.filter_module("uiot", log::LevelFilter::Debug);
+    }
+    // A second call (there is none) would only keep the first logger.
+    let _ = builder.try_init();
+}
+
+/// Parses `-q`: 0 or 1; 2 is refused because UIoT Core has no QoS 2.
+pub fn parse_qos(value: OsString) -> Result<uiot::QoS, Failure> {
+    let text = value.to_string_lossy();
+    match text.as_ref() {
+        "0" => Ok(uiot::QoS::AtMostOnce),
+        "1" => Ok(uiot::QoS::AtLeastOnce),
+        "2" => Err(Failure::Usage(
+            "-q 2: UIoT Core does not support QoS 2; use 0 or 1".to_string(),
+        )),
+        _ => Err(Failure::Usage(format!("-q {text}: QoS must be 0 or 1"))),
+    }
+}
+
+/// Loads the configuration and connects as its device.
+pub fn connect(config_flag: Option<PathBuf>) -> Result<uiot::Client, Failure> {
+    let config = load_config(config_flag)?;
+    let options = uiot::Options::from_config(&config)?;
+    Ok(uiot::Client::connect(options)?)
 }

@@ -56,6 +56,7 @@ pub fn code(err: &Error) -> u8 {
         Error::Protocol(_) => PROTOCOL,
         Error::Timeout(_) => TEMPFAIL,
         Error::Limit(_) => DATAERR,
+        Error::InvalidTopic { .. } => DATAERR,
         Error::TopicDenied { .. } => NOPERM,
         Error::SubscribeRefused(_) => NOPERM,
         Error::Kicked => TEMPFAIL,

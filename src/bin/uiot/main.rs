@@ -1,6 +1,6 @@
 //! The `uiot` command: subcommand dispatch, error printing and exit codes.
 //!
-//! Owns: process start-up (logging), the top-level flags (`--help`,
+//! Owns: process start-up, the top-level flags (`--help`,
 //! `--version`), turning a [`cli::Failure`] into a message and an exit code.
 //! Must not touch: what the subcommands do (one module each, listed in
 //! `cli::COMMANDS`), the exit-code table (`exit`).
@@ -9,6 +9,8 @@ mod check;
 mod cli;
 mod exit;
 mod help;
+mod publish;
+mod subscribe;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -18,9 +20,6 @@ use lexopt::prelude::*;
 use cli::{Command, Failure};
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .target(env_logger::Target::Stderr)
-        .init();
     let mut args = lexopt::Parser::from_env();
     ExitCode::from(run(&mut args))
 }

@@ -1,0 +1,154 @@
+//! `uiot sub`: subscribe and print what arrives.
+//!
+//! Owns: the `sub` subcommand's flags and its output format.
+//! Must not touch: topic rules (the library enforces them).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use lexopt::prelude::*;
+use uiot::{Error, QoS};
+
+use crate::cli::{self, Failure};
+
+/// Usage of `uiot sub`.
+pub const USAGE: &str = "\
+usage: uiot sub [-c FILE] -t FILTER [-t FILTER ...] [-q 0|1] [-C COUNT] [-W SECONDS] [-v] [-N] [-d]
+
+Connects as the configured device, subscribes, and prints one message per
+line. A FILTER without a leading '/' is relative to the device's own
+/PSN/DSN/ (so '-t set' is /PSN/DSN/set).
+
+options:
+  -c, --config FILE     the configuration file
+                        (default: $UIOT_CONFIG if set, else /etc/uiot/uiot.ini)
+  -t, --topic FILTER    what to subscribe to (repeatable; + and # allowed)
+  -q, --qos 0|1         requested quality of service (default 0)
+  -C, --count COUNT     exit 0 after COUNT messages
+  -W, --timeout SECONDS exit 75 when SECONDS pass before COUNT messages
+                        (without -C: when SECONDS pass)
+  -v, --verbose         print 'topic payload' instead of the payload alone
+  -N, --no-newline      do not print a newline after each message
+  -d, --debug           log every packet sent and received to stderr
+  -h, --help            print this help
+
+exit codes: 0 ok, 64 usage, 69 broker unreachable or connection lost,
+75 timeout (-W), 77 refused (secret, topic, subscription), 78 config";
+
+struct Args {
+    config: Option<PathBuf>,
+    filters: Vec<String>,
+    qos: QoS,
+    count: Option<u64>,
+    timeout: Option<Duration>,
+    verbose: bool,
+    newline: bool,
+    debug: bool,
+}
+
+fn number(value: std::ffi::OsString, flag: &str) -> Result<u64, Failure> {
+    let text = value.to_string_lossy();
+    match text.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(Failure::Usage(format!(
+            "{flag} {text}: give a whole number greater than 0"
+        ))),
+    }
+}
+
+fn parse_args(args: &mut lexopt::Parser) -> Result<Args, Failure> {
+    let mut a = Args {
+        config: None,
+        filters: Vec::new(),
+        qos: QoS::AtMostOnce,
+        count: None,
+        timeout: None,
+        verbose: false,
+        newline: true,
+        debug: false,
+    };
+    while let Some(arg) = args.next()? {
+        match arg {
+            Short('c') | Long("config") => a.config = Some(PathBuf::from(args.value()?)),
+            Short('t') | Long("topic") => {
+                a.filters.push(args.value()?.string().map_err(|_| {
+                    Failure::Usage("the topic filter must be valid UTF-8".to_string())
+                })?)
+            }
+            Short('q') | Long("qos") => a.qos = cli::parse_qos(args.value()?)?,
+            Short('C') | Long("count") => a.count = Some(number(args.value()?, "-C")?),
+            Short('W') | Long("timeout") => {
+                a.timeout = Some(Duration::from_secs(number(args.value()?, "-W")?))
+            }
+            Short('v') | Long("verbose") => a.verbose = true,
+            Short('N') | Long("no-newline") => a.newline = false,
+            Short('d') | Long("debug") => a.debug = true,
+            Short('h') | Long("help") => return Err(Failure::Help),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    if a.filters.is_empty() {
+        return Err(Failure::Usage("missing -t FILTER".to_string()));
+    }
+    Ok(a)
+}
+
+/// Runs `uiot sub`.
+pub fn run(args: &mut lexopt::Parser) -> Result<(), Failure> {
+    let a = parse_args(args)?;
+    cli::init_logging(a.debug);
+    let client = cli::connect(a.config.clone())?;
+    let result = receive(&client, &a);
+    let closed = client.disconnect();
+    result?;
+    closed?;
+    Ok(())
+}
+
+fn receive(client: &uiot::Client, a: &Args) -> Result<(), Failure> {
+    let filters: Vec<(String, QoS)> = a.filters.iter().map(|f| (client.topic(f), a.qos)).collect();
+    client.subscribe(&filters)?;
+    let deadline = a.timeout.map(|t| Instant::now() + t);
+    let messages = client.messages();
+    let stdout = std::io::stdout();
+    let mut received = 0u64;
+    while a.count.is_none_or(|c| received < c) {
+        let msg = match deadline {
+            None => messages.recv()?,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                match messages.recv_timeout(left) {
+                    Ok(m) => m,
+                    Err(Error::Timeout(_)) => {
+                        return Err(Failure::Uiot(Error::Timeout(format!(
+                            "-W {}: {received} message(s) arrived{}",
+                            a.timeout.map_or(0, |t| t.as_secs()),
+                            a.count
+                                .map_or(String::new(), |c| format!(" of the {c} expected"))
+                        ))))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        received += 1;
+        let mut out = stdout.lock();
+        let written = (|| {
+            if a.verbose {
+                out.write_all(msg.topic.as_bytes())?;
+                out.write_all(b" ")?;
+            }
+            out.write_all(&msg.payload)?;
+            if a.newline {
+                out.write_all(b"\n")?;
+            }
+            out.flush()
+        })();
+        written.map_err(|source| Error::Io {
+            context: "writing to standard output".to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
