@@ -336,7 +336,10 @@ fn pings_go_out_only_when_the_link_is_idle() {
 #[test]
 fn malformed_packets_close_the_connection_with_a_reason() {
     for (bad, what) in [
-        (vec![0x30, 0x02, 0x00, 0x05], "PUBLISH whose topic runs past its end"),
+        (
+            vec![0x30, 0x02, 0x00, 0x05],
+            "PUBLISH whose topic runs past its end",
+        ),
         (
             vec![0x40, 0x03, 0x00, 0x01, 0x00],
             "PUBACK with a byte left over",

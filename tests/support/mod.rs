@@ -35,6 +35,7 @@ mod tools;
 pub use broker::{Broker, BrokerConfig, Device, DynamicDevice};
 pub use observer::{Observer, Received};
 pub use peer::{FakePeer, Frame, PeerError, Step};
+pub use tools::TempDir;
 
 /// Starts a broker with the default profile and devices, or returns `None`
 /// (after printing a SKIP line) when Mosquitto is not installed and the
