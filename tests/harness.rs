@@ -275,6 +275,7 @@ fn profile_refuses_qos2_retain_and_oversized_packets() {
     let big = vec![b'x'; 300 * 1024];
     let out = broker.device_publish(&dev, &topic, &big, 1);
     assert!(!out.status.success(), "a 300 KB publish was accepted");
+    assert!(broker.wait_for_log("disconnected due to oversize packet", WAIT));
 
     // Retain: sent by hand on a raw socket.
     let mut s = TcpStream::connect(broker.addr()).unwrap();
@@ -365,6 +366,153 @@ fn fixed_port_and_extra_config_lines_are_used() {
     let added = broker.device(3);
     assert_eq!(added.client_id(), "extraproduct0001.extra-device-01");
     publish_ok(&broker, &added, &added.topic("upload"), "hi");
+}
+
+#[test]
+fn missing_mosquitto_skips_locally_and_fails_in_ci() {
+    const NAME: &str = "missing_mosquitto_skips_locally_and_fails_in_ci";
+    if std::env::var_os("UIOT_TEST_PRETEND_NO_MOSQUITTO").is_some() {
+        // Child run: behave like any broker test.
+        let Some(_broker) = support::broker() else {
+            return;
+        };
+        panic!("a broker started although Mosquitto is 'missing'");
+    }
+    let run = |ci: &str| {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env("UIOT_TEST_PRETEND_NO_MOSQUITTO", "1")
+            .env("CI", ci)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (passed, text) = run("");
+    assert!(passed, "without CI the test must skip, not fail:\n{text}");
+    assert!(
+        text.contains("SKIP") && text.contains("apt-get install -y mosquitto"),
+        "{text}"
+    );
+
+    let (passed, text) = run("true");
+    assert!(
+        !passed,
+        "with CI=true a missing Mosquitto must fail the test:\n{text}"
+    );
+    assert!(text.contains("apt-get install -y mosquitto"), "{text}");
+}
+
+// ------------------------------------------------------- dev broker script --
+
+/// `key = value` from an INI file, without a parser dependency.
+fn ini_value(text: &str, key: &str) -> String {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {key} in the ini file"))
+}
+
+#[test]
+fn dev_broker_script_serves_the_demo_device_from_uiot_demo_ini() {
+    // Needs Mosquitto like the rest; try_start applies the skip policy.
+    let Some(helper) = support::broker() else {
+        return;
+    };
+    drop(helper);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let ini = std::fs::read_to_string(format!("{root}/etc/broker/uiot-demo.ini")).unwrap();
+    let demo = Device::new(
+        &ini_value(&ini, "product_sn"),
+        &ini_value(&ini, "device_sn"),
+        &ini_value(&ini, "device_secret"),
+    );
+    assert_eq!(demo.username(), "demoproduct00001|demo-device-0001|1");
+    assert_eq!(ini_value(&ini, "host"), "127.0.0.1");
+    assert_eq!(ini_value(&ini, "port"), "1883");
+
+    let run_dir = std::env::temp_dir().join(format!("uiot-dev-broker-test-{}", std::process::id()));
+    let port = support::broker::free_port().to_string();
+    let script = |args: &[&str]| {
+        std::process::Command::new("bash")
+            .arg(format!("{root}/scripts/dev-broker.sh"))
+            .args(args)
+            .env("UIOT_BROKER_DIR", &run_dir)
+            .output()
+            .unwrap()
+    };
+    /// Stops the background broker even when an assertion fails.
+    struct StopOnDrop<F: Fn()>(F);
+    impl<F: Fn()> Drop for StopOnDrop<F> {
+        fn drop(&mut self) {
+            (self.0)();
+        }
+    }
+    let started = script(&["--daemon", &port]);
+    let _guard = StopOnDrop(|| {
+        script(&["stop"]);
+        let _ = std::fs::remove_dir_all(&run_dir);
+    });
+    let stdout = String::from_utf8_lossy(&started.stdout).to_string();
+    assert!(
+        started.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    assert!(
+        stdout.contains("pid") && stdout.contains("mosquitto.log"),
+        "{stdout}"
+    );
+
+    let publish = |dev: &Device, topic: &str| {
+        std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv311", "-q", "1"])
+            .args([
+                "-i",
+                &dev.client_id(),
+                "-u",
+                &dev.username(),
+                "-P",
+                &dev.secret,
+            ])
+            .args(["-t", topic, "-m", "hello"])
+            .output()
+            .unwrap()
+    };
+    let ok = publish(&demo, &demo.topic("upload"));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let mut wrong = demo.clone();
+    wrong.secret = "not-the-secret00".into();
+    assert!(
+        !publish(&wrong, &demo.topic("upload")).status.success(),
+        "a wrong secret was accepted"
+    );
+    // Acknowledged by Mosquitto, then dropped and logged.
+    assert!(publish(&demo, "/demoproduct00001/someone-else/upload")
+        .status
+        .success());
+    let log = std::fs::read_to_string(run_dir.join("mosquitto.log")).unwrap_or_default();
+    assert!(
+        log.contains("Denied PUBLISH from demoproduct00001.demo-device-0001"),
+        "{log}"
+    );
+
+    let stopped = script(&["stop"]);
+    assert!(stopped.status.success());
+    assert!(String::from_utf8_lossy(&stopped.stdout).contains("stopped"));
+    assert!(
+        TcpStream::connect(format!("127.0.0.1:{port}")).is_err(),
+        "the broker still listens after stop"
+    );
 }
 
 // ------------------------------------------------------------- fake peer --

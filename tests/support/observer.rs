@@ -52,6 +52,7 @@ pub struct Observer {
     child: Child,
     messages: Shared,
     reader: Option<JoinHandle<()>>,
+    stderr_reader: Option<JoinHandle<()>>,
     client_id: String,
 }
 
@@ -91,10 +92,24 @@ impl Observer {
             let messages = Arc::clone(&messages);
             thread::spawn(move || read_messages(BufReader::new(stdout), &messages))
         });
+        // Drained on a thread so a chatty mosquitto_sub can never block on a
+        // full pipe; kept for the error message below.
+        let errors = Arc::new(Mutex::new(String::new()));
+        let stderr_reader = child.stderr.take().map(|stderr| {
+            let errors = Arc::clone(&errors);
+            thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut e = relock(&errors);
+                    e.push_str(&line);
+                    e.push('\n');
+                }
+            })
+        });
         let mut observer = Observer {
             child,
             messages,
             reader,
+            stderr_reader,
             client_id: client_id.to_string(),
         };
 
@@ -104,11 +119,10 @@ impl Observer {
                 return observer;
             }
             if let Ok(Some(status)) = observer.child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut e) = observer.child.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut err);
+                if let Some(t) = observer.stderr_reader.take() {
+                    let _ = t.join();
                 }
+                let err = relock(&errors).clone();
                 panic!(
                     "mosquitto_sub as {client_id:?} on {filters:?} exited ({status}) before subscribing: {}\n--- broker log tail ---\n{}",
                     err.trim(),
@@ -189,8 +203,11 @@ impl Drop for Observer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // The pipe closes with the process, so the reader ends.
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
+        for t in [self.reader.take(), self.stderr_reader.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = t.join();
         }
     }
 }

@@ -468,7 +468,10 @@ impl FakePeer {
         FakePeer::start_sessions(vec![script])
     }
 
-    /// Accepts connections in turn and runs `scripts[i]` on the i-th.
+    /// Accepts connections in turn and runs `scripts[i]` on the i-th. A
+    /// finished session's connection stays open, unread, until the peer is
+    /// dropped (end its script with `Close` or `ExpectClosed` otherwise); the
+    /// last session's connection keeps being read and recorded.
     pub fn start_sessions(scripts: Vec<Vec<Step>>) -> FakePeer {
         FakePeer::start_with_timeout(scripts, DEFAULT_TIMEOUT)
     }

@@ -30,6 +30,10 @@ pub struct Tools {
 pub const INSTALL_HINT: &str = "install it: apt-get install -y mosquitto mosquitto-clients \
      (or run scripts/install-deps.sh)";
 
+/// Set this environment variable to make the harness behave as if Mosquitto
+/// were not installed (tests of the missing-broker policy use it).
+pub const PRETEND_MISSING: &str = "UIOT_TEST_PRETEND_NO_MOSQUITTO";
+
 fn find(name: &str) -> Option<PathBuf> {
     let fixed = [
         "/usr/sbin",
@@ -53,6 +57,11 @@ fn find(name: &str) -> Option<PathBuf> {
 pub fn tools() -> &'static Result<Tools, Vec<&'static str>> {
     static TOOLS: OnceLock<Result<Tools, Vec<&'static str>>> = OnceLock::new();
     TOOLS.get_or_init(|| {
+        if env::var_os(PRETEND_MISSING).is_some() {
+            return Err(vec![
+                "mosquitto (pretended by UIOT_TEST_PRETEND_NO_MOSQUITTO)",
+            ]);
+        }
         let names = [
             "mosquitto",
             "mosquitto_passwd",
