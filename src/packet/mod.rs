@@ -669,6 +669,21 @@ impl fmt::Debug for LastWill {
 /// bytes to drop). Errors that the fixed header already shows (reserved type,
 /// bad flags, a size over `max_packet`, a wrong size for a fixed-size packet)
 /// are reported before the rest of the packet has arrived.
+///
+/// ```
+/// use uiot::packet::{decode, Decoded, Packet, DEFAULT_MAX_PACKET};
+///
+/// // A PUBACK for packet 5, then the first byte of a PINGRESP.
+/// let buf = [0x40, 0x02, 0x00, 0x05, 0xD0];
+/// assert_eq!(
+///     decode(&buf, DEFAULT_MAX_PACKET),
+///     Ok(Decoded::Packet { packet: Packet::PubAck(5), len: 4 })
+/// );
+/// assert_eq!(
+///     decode(&buf[4..], DEFAULT_MAX_PACKET),
+///     Ok(Decoded::Incomplete { needed: 1 })
+/// );
+/// ```
 pub fn decode(buf: &[u8], max_packet: usize) -> Result<Decoded, PacketError> {
     let Some(&byte1) = buf.first() else {
         return Ok(Decoded::Incomplete { needed: 2 });
@@ -710,7 +725,7 @@ pub fn decode(buf: &[u8], max_packet: usize) -> Result<Decoded, PacketError> {
     }
     let Some(body) = buf.get(header.header_len..size) else {
         return Ok(Decoded::Incomplete {
-            needed: size - buf.len(),
+            needed: size.saturating_sub(buf.len()),
         });
     };
     let packet = match kind {
@@ -740,6 +755,16 @@ pub fn decode(buf: &[u8], max_packet: usize) -> Result<Decoded, PacketError> {
         _ => return Err(PacketError::ReservedPacketType(kind)),
     };
     Ok(Decoded::Packet { packet, len: size })
+}
+
+/// A string for a one-line log: as is, or quoted and escaped if it holds
+/// spaces or control characters (a peer's topic cannot forge log lines).
+fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.is_empty() || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        std::borrow::Cow::Owned(format!("{s:?}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
 }
 
 impl Packet {
@@ -836,10 +861,12 @@ impl Packet {
                 let (proto, level) = c.protocol.name_and_level();
                 let mut s = format!(
                     "{name} protocol={proto}/{level} client_id={} keep_alive={} clean_session={}",
-                    c.client_id, c.keep_alive, c.clean_session
+                    shown(&c.client_id),
+                    c.keep_alive,
+                    c.clean_session
                 );
                 if let Some(user) = &c.username {
-                    s.push_str(&format!(" username={user}"));
+                    s.push_str(&format!(" username={}", shown(user)));
                 }
                 if c.password.is_some() {
                     s.push_str(" password=<hidden>");
@@ -847,7 +874,7 @@ impl Packet {
                 if let Some(will) = &c.will {
                     s.push_str(&format!(
                         " will=(topic={} qos={} retain={} message={} bytes)",
-                        will.topic,
+                        shown(&will.topic),
                         will.qos as u8,
                         will.retain,
                         will.message.len()
@@ -874,7 +901,7 @@ impl Packet {
                 }
                 s.push_str(&format!(
                     " topic={} payload={} bytes",
-                    p.topic,
+                    shown(&p.topic),
                     p.payload.len()
                 ));
                 s
@@ -888,7 +915,7 @@ impl Packet {
                 let filters: Vec<String> = s
                     .filters
                     .iter()
-                    .map(|(f, q)| format!("{f} qos={}", *q as u8))
+                    .map(|(f, q)| format!("{} qos={}", shown(f), *q as u8))
                     .collect();
                 format!("{name} id={} filters=[{}]", s.pkid, filters.join(", "))
             }
@@ -904,7 +931,8 @@ impl Packet {
                 format!("{name} id={} codes=[{}]", s.pkid, codes.join(", "))
             }
             Packet::Unsubscribe(u) => {
-                format!("{name} id={} filters=[{}]", u.pkid, u.filters.join(", "))
+                let filters: Vec<_> = u.filters.iter().map(|f| shown(f)).collect();
+                format!("{name} id={} filters=[{}]", u.pkid, filters.join(", "))
             }
             Packet::PingReq | Packet::PingResp | Packet::Disconnect => name.to_owned(),
         }
@@ -1026,6 +1054,18 @@ mod tests {
             "SUBACK id=2 codes=[qos=1, failure]"
         );
         assert_eq!(Packet::PingReq.summary(), "PINGREQ");
+        let forged = Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: true,
+            topic: "a\nINFO fake line".into(),
+            pkid: None,
+            payload: vec![],
+        });
+        assert_eq!(
+            forged.summary(),
+            "PUBLISH qos=0 retain topic=\"a\\nINFO fake line\" payload=0 bytes"
+        );
     }
 
     #[test]
