@@ -26,3 +26,4 @@ pub mod transport;
 pub use client::{Client, Event, Message, Messages, Options, PublishToken, QoS};
 pub use error::{Error, Result};
 pub use platform::{Identity, Limits};
+pub use transport::TlsOptions;

@@ -135,10 +135,18 @@ impl Io {
     // ---- connecting -------------------------------------------------------
 
     fn connect(&mut self) -> Result<bool, Error> {
-        let o = &self.shared.options;
+        let shared = self.shared.clone();
+        let o = &shared.options;
         let deadline = Instant::now() + o.connect_timeout;
         let timeout_text = format!("{:.1} s", o.connect_timeout.as_secs_f64());
-        let mut stream = transport::connect_tcp(&o.host, o.port, deadline, &mut self.poll, SOCKET)?;
+        let mut stream = transport::connect(
+            &o.host,
+            o.port,
+            o.tls.as_ref(),
+            deadline,
+            &mut self.poll,
+            SOCKET,
+        )?;
         stream.register(&self.poll, SOCKET).map_err(|e| Error::Io {
             context: "registering the socket".into(),
             source: e,
@@ -163,13 +171,21 @@ impl Io {
                 Ok(()) => {}
                 Err(Closed(why)) => {
                     return Err(Error::Unreachable(format!(
-                        "{why} before answering CONNECT: is this an MQTT broker on a plain \
-                         (non-TLS) port? check [connection] host, port and tls"
+                        "{why} before answering CONNECT: is this an MQTT broker, and does \
+                         [connection] tls match the port (8883 is TLS, 1883 plain)?"
                     )))
                 }
             }
             if self.rx_end > self.rx_start {
                 let buf = self.rx.get(self.rx_start..self.rx_end).unwrap_or(&[]);
+                // 0x15/0x16 start a TLS alert/handshake record: a TLS port.
+                if o.tls.is_none() && matches!(buf.first(), Some(0x15 | 0x16)) {
+                    return Err(Error::Tls(format!(
+                        "{}:{}: the broker answered in TLS: this is a TLS port; set \
+                         [connection] tls = true (port 8883), or use the plain port 1883",
+                        o.host, o.port
+                    )));
+                }
                 match packet::decode(buf, self.max_packet)? {
                     Decoded::Incomplete { .. } => {}
                     Decoded::Packet { packet, len } => {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::packet::{Protocol, DEFAULT_MAX_PACKET};
 use crate::platform::{AuthMode, Identity, Limits, MAX_KEEP_ALIVE, MIN_KEEP_ALIVE};
+use crate::transport::TlsOptions;
 
 /// How to connect. Start from [`Options::new`] (any MQTT broker) or
 /// [`Options::device`] (a UIoT Core device), then adjust fields.
@@ -50,6 +51,8 @@ pub struct Options {
     pub limits: Limits,
     /// How long `disconnect()` waits for unacknowledged QoS 1 messages.
     pub shutdown_timeout: Duration,
+    /// TLS (with how to verify the broker), or `None` for plain TCP.
+    pub tls: Option<TlsOptions>,
     pub(crate) keep_alive_checked: bool,
 }
 
@@ -67,6 +70,7 @@ impl fmt::Debug for Options {
             .field("connect_timeout", &self.connect_timeout)
             .field("max_inflight", &self.max_inflight)
             .field("limits", &self.limits)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -91,6 +95,7 @@ impl Options {
             message_capacity: 1024,
             limits: Limits::default(),
             shutdown_timeout: Duration::from_secs(5),
+            tls: None,
             keep_alive_checked: true,
         }
     }
@@ -140,13 +145,10 @@ impl Options {
         o.protocol = c.protocol;
         o.connect_timeout = c.connect_timeout;
         o.limits = config.limits.clone();
-        if c.tls {
-            return Err(Error::Tls(
-                "TLS is not implemented in this version; set [connection] tls = false \
-                 (and port = 1883) to connect without it"
-                    .to_string(),
-            ));
-        }
+        o.tls = c.tls.then(|| TlsOptions {
+            ca_file: c.ca_file.clone(),
+            verify_hostname: c.tls_verify_hostname,
+        });
         Ok(o)
     }
 

@@ -1,12 +1,14 @@
-//! Byte streams to the broker: TCP now, TLS beside it later.
+//! Byte streams to the broker: plain TCP, or TLS over it.
 //!
-//! Owns: resolving the broker's address, the non-blocking connect with its
-//! deadline, socket options (TCP_NODELAY), and the [`Stream`] the I/O thread
-//! reads and writes.
+//! Owns: resolving the broker's address, the non-blocking connect (and TLS
+//! handshake) with its deadline, socket options (TCP_NODELAY), and the
+//! [`Stream`] the I/O thread reads and writes. After the handshake TCP and
+//! TLS share one path: the I/O thread only sees `Read + Write`.
 //! Must not touch: MQTT packets, session state, threads, UIoT rules.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -14,38 +16,70 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::error::Error;
 
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "tls")]
+pub use tls::UIOT_CORE_CA_PEM;
+
+/// Whether this build can speak TLS (the `tls` cargo feature).
+pub const TLS_AVAILABLE: bool = cfg!(feature = "tls");
+
+/// How to verify the broker when connecting with TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// PEM file of the CA to trust; `None`: the built-in UIoT Core CA.
+    pub ca_file: Option<PathBuf>,
+    /// Check that the certificate names the host (default true). With false
+    /// the chain must still lead to the CA; there is no way to trust all.
+    pub verify_hostname: bool,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        TlsOptions {
+            ca_file: None,
+            verify_hostname: true,
+        }
+    }
+}
+
 /// A connected byte stream to the broker, registered with the I/O thread's poll.
 #[derive(Debug)]
 pub enum Stream {
     /// Plain TCP.
     Tcp(TcpStream),
+    /// TLS over TCP.
+    #[cfg(feature = "tls")]
+    Tls(Box<native_tls::TlsStream<TcpStream>>),
 }
 
 impl Stream {
+    fn tcp(&mut self) -> &mut TcpStream {
+        match self {
+            Stream::Tcp(s) => s,
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.get_mut(),
+        }
+    }
+
     /// Register with `poll` for reads and writes (edge-triggered).
     pub fn register(&mut self, poll: &Poll, token: Token) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => {
-                poll.registry()
-                    .register(s, token, Interest::READABLE | Interest::WRITABLE)
-            }
-        }
+        poll.registry()
+            .register(self.tcp(), token, Interest::READABLE | Interest::WRITABLE)
     }
 
     /// Deregister from `poll`.
     pub fn deregister(&mut self, poll: &Poll) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => poll.registry().deregister(s),
-        }
+        poll.registry().deregister(self.tcp())
     }
 
-    /// Shut both directions down (best effort).
-    pub fn shutdown(&self) {
-        match self {
-            Stream::Tcp(s) => {
-                let _ = s.shutdown(std::net::Shutdown::Both);
-            }
+    /// Shut both directions down (best effort; TLS sends close_notify first).
+    pub fn shutdown(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Stream::Tls(s) = self {
+            let _ = s.shutdown();
         }
+        let _ = self.tcp().shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -53,6 +87,8 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -61,13 +97,47 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.flush(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.flush(),
         }
+    }
+}
+
+/// Connect to `host:port` before `deadline`: TCP, then the TLS handshake
+/// when `tls` is given. Waits in `poll` (with `token`, which must be free);
+/// the stream comes back deregistered.
+pub fn connect(
+    host: &str,
+    port: u16,
+    tls: Option<&TlsOptions>,
+    deadline: Instant,
+    poll: &mut Poll,
+    token: Token,
+) -> Result<Stream, Error> {
+    match tls {
+        None => connect_tcp(host, port, deadline, poll, token),
+        #[cfg(feature = "tls")]
+        Some(opts) => match connect_tcp(host, port, deadline, poll, token)? {
+            Stream::Tcp(tcp) => {
+                let s = tls::handshake(tcp, host, port, opts, deadline, poll, token)?;
+                Ok(Stream::Tls(Box::new(s)))
+            }
+            other => Ok(other),
+        },
+        #[cfg(not(feature = "tls"))]
+        Some(_) => Err(Error::Tls(
+            "this uiot was built without TLS (cargo feature `tls`); set [connection] \
+             tls = false and port = 1883, or use a build with TLS"
+                .to_string(),
+        )),
     }
 }
 
