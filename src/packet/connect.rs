@@ -219,21 +219,9 @@ pub(crate) fn encode_disconnect(out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::test_util::{encoded, one};
+    use crate::packet::Packet;
     use crate::packet::QoS;
-    use crate::packet::{decode, Decoded, Packet};
-
-    fn one(buf: &[u8]) -> Result<(Packet, usize), PacketError> {
-        match decode(buf, usize::MAX)? {
-            Decoded::Packet { packet, len } => Ok((packet, len)),
-            Decoded::Incomplete { needed } => panic!("incomplete, needs {needed}"),
-        }
-    }
-
-    fn encoded(p: &Packet) -> Vec<u8> {
-        let mut out = Vec::new();
-        p.encode(&mut out).unwrap();
-        out
-    }
 
     /// A valid CONNECT with `flags` and the fields that follow them.
     fn connect_with(flags: u8, tail: &[u8]) -> Vec<u8> {

@@ -28,6 +28,9 @@ mod publish;
 mod subscribe;
 mod topic;
 
+#[cfg(test)]
+mod test_util;
+
 pub use publish::encode_publish;
 pub use topic::{filter_matches, validate_topic_filter, validate_topic_name};
 

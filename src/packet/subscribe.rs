@@ -188,20 +188,8 @@ pub(crate) fn encode_unsuback(out: &mut Vec<u8>, pkid: u16) -> Result<(), Packet
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::{decode, Decoded, Packet};
-
-    fn one(buf: &[u8]) -> Result<(Packet, usize), PacketError> {
-        match decode(buf, usize::MAX)? {
-            Decoded::Packet { packet, len } => Ok((packet, len)),
-            Decoded::Incomplete { needed } => panic!("incomplete, needs {needed}"),
-        }
-    }
-
-    fn encoded(p: &Packet) -> Vec<u8> {
-        let mut out = Vec::new();
-        p.encode(&mut out).unwrap();
-        out
-    }
+    use crate::packet::test_util::{encoded, one};
+    use crate::packet::Packet;
 
     #[test]
     fn subscribe_two_filters() {
