@@ -480,19 +480,31 @@ impl Client {
         }
     }
 
-    fn check_publish(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
+    /// The topic guard (when enforced) and MQTT's own rules, for a publish
+    /// topic or a subscription filter.
+    fn guard(&self, topic: &str, filter: bool) -> Result<(), Error> {
         let o = &self.shared.options;
         if o.limits.enforce {
-            if let Some(id) = &o.identity {
-                id.check_publish(topic)?;
-            } else {
-                crate::platform::check_shape(topic)?;
+            match (&o.identity, filter) {
+                (Some(id), false) => id.check_publish(topic)?,
+                (Some(id), true) => id.check_subscribe(topic)?,
+                (None, _) => crate::platform::check_shape(topic)?,
             }
         }
-        packet::validate_topic_name(topic).map_err(|e| Error::InvalidTopic {
+        let valid = if filter {
+            packet::validate_topic_filter(topic)
+        } else {
+            packet::validate_topic_name(topic)
+        };
+        valid.map_err(|e| Error::InvalidTopic {
             topic: topic.to_string(),
             reason: e.to_string(),
-        })?;
+        })
+    }
+
+    fn check_publish(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
+        let o = &self.shared.options;
+        self.guard(topic, false)?;
         let size = publish_size(topic, payload.len());
         if size > o.limits.max_packet {
             return Err(Error::Limit(format!(
@@ -570,24 +582,13 @@ impl Client {
     /// Subscribe; returns the QoS the broker granted for each filter. A
     /// refused filter (SUBACK 0x80) gives [`Error::SubscribeRefused`].
     pub fn subscribe<S: AsRef<str>>(&self, filters: &[(S, QoS)]) -> Result<Vec<QoS>, Error> {
-        let o = &self.shared.options;
         if filters.is_empty() {
             return Err(Error::Limit("subscribe needs at least one filter".into()));
         }
         let mut list = Vec::with_capacity(filters.len());
         for (f, q) in filters {
             let f = f.as_ref();
-            if o.limits.enforce {
-                if let Some(id) = &o.identity {
-                    id.check_subscribe(f)?;
-                } else {
-                    crate::platform::check_shape(f)?;
-                }
-            }
-            packet::validate_topic_filter(f).map_err(|e| Error::InvalidTopic {
-                topic: f.to_string(),
-                reason: e.to_string(),
-            })?;
+            self.guard(f, true)?;
             list.push((f.to_string(), *q));
         }
         let (tx, rx) = mpsc::channel();
@@ -603,7 +604,15 @@ impl Client {
         if filters.is_empty() {
             return Err(Error::Limit("unsubscribe needs at least one filter".into()));
         }
-        let list = filters.iter().map(|f| f.as_ref().to_string()).collect();
+        let mut list = Vec::with_capacity(filters.len());
+        for f in filters {
+            let f = f.as_ref();
+            packet::validate_topic_filter(f).map_err(|e| Error::InvalidTopic {
+                topic: f.to_string(),
+                reason: e.to_string(),
+            })?;
+            list.push(f.to_string());
+        }
         let (tx, rx) = mpsc::channel();
         self.shared.send(Command::Unsubscribe {
             filters: list,
@@ -638,7 +647,10 @@ impl Client {
         }
     }
 
-    /// The incoming messages.
+    /// The incoming messages. When the queue (`message_capacity`) is full
+    /// the client stops reading from the broker, which also holds back the
+    /// PUBACKs behind those messages: an application that subscribes and
+    /// publishes QoS 1 should take messages in a thread of its own.
     pub fn messages(&self) -> Messages {
         self.messages.clone()
     }
