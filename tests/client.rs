@@ -289,7 +289,8 @@ fn a_refused_subscription_is_reported() {
 #[test]
 fn a_silent_peer_is_declared_dead_in_time() {
     let peer = FakePeer::start(vec![Step::ConnAckNext(0), Step::Silent]);
-    let o = peer_options(&peer).unchecked_keep_alive(Duration::from_millis(600));
+    let mut o = peer_options(&peer).unchecked_keep_alive(Duration::from_millis(600));
+    o.reconnect.enabled = false;
     // Ping after ~0.5 s of silence, PINGRESP due 0.3 s later.
     let t = Instant::now();
     let client = Client::connect(o).unwrap();

@@ -1,9 +1,10 @@
 //! The I/O thread: the only owner of the socket.
 //!
-//! Owns: connecting, the `mio` poll loop, reading and decoding, encoding
-//! queued commands and writing them (many per syscall), inbound delivery with
-//! back-pressure, acknowledgements, and keep-alive pings when the timer says
-//! they are due.
+//! Owns: connecting and reconnecting (back-off with full jitter, kick
+//! detection), the `mio` poll loop, reading and decoding, encoding queued
+//! commands and writing them (many per syscall), resending unacknowledged
+//! QoS 1 messages after a reconnect, inbound delivery with back-pressure,
+//! acknowledgements, and keep-alive pings when the timer says they are due.
 //! Must not touch: deadlines (the timer thread keeps them; this thread only
 //! sets and cancels them), the caller-facing API.
 //!
@@ -15,13 +16,13 @@ use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
 
-use super::session::{InFlight, PendingSub, PendingUnsub, Session};
+use super::session::{Outgoing, PendingSub, PendingUnsub, Session};
 use super::timer::Deadline;
-use super::{Command, Event, Message, QoS, Shared};
+use super::{Command, Event, Message, OnFull, QoS, Shared};
 use crate::error::Error;
 use crate::packet::{self, ConnectReturnCode, Decoded, Packet, SubAckCode};
 use crate::transport::{self, interrupted, would_block, Stream};
@@ -41,7 +42,7 @@ pub(crate) fn on_deadline(shared: &Shared, kind: Deadline) {
         // the whole ping interval; otherwise look again later.
         let interval = shared.options.ping_interval();
         let next = shared.last_sent() + interval;
-        if next > Instant::now() + std::time::Duration::from_millis(1) {
+        if next > Instant::now() + Duration::from_millis(1) {
             shared.timers.set(Deadline::PingDue, next);
             return;
         }
@@ -51,6 +52,43 @@ pub(crate) fn on_deadline(shared: &Shared, kind: Deadline) {
 
 /// Why the connection ended.
 struct Closed(String);
+
+/// What [`Io::run_loop`] hands back.
+const BROKER_CLOSED: &str = "the broker closed the connection";
+/// Text of a disconnect the application asked for.
+const BY_APPLICATION: &str = "disconnected by the application";
+
+/// Reconnect bookkeeping.
+struct Backoff {
+    attempt: u32,
+    /// Young connections the broker closed in a row (kick detection).
+    short_closes: u32,
+    kicked: bool,
+    connected_at: Instant,
+    rng: u64,
+}
+
+impl Backoff {
+    /// Next wait: full jitter between `min` and min(max, min * 2^attempt);
+    /// the maximum when kicked.
+    fn next(&mut self, min: Duration, max: Duration) -> Duration {
+        if self.kicked {
+            return max;
+        }
+        let cap = min
+            .saturating_mul(1u32 << self.attempt.min(20))
+            .min(max)
+            .max(min);
+        self.attempt = self.attempt.saturating_add(1);
+        // xorshift64*: jitter only, not security.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11;
+        let frac = r as f64 / (1u64 << 53) as f64;
+        min + (cap - min).mul_f64(frac)
+    }
+}
 
 struct Io {
     shared: Arc<Shared>,
@@ -72,6 +110,8 @@ struct Io {
     flush_waiters: Vec<Sender<Result<(), Error>>>,
     closing: Option<Sender<Result<(), Error>>>,
     max_packet: usize,
+    online: bool,
+    backoff: Backoff,
 }
 
 /// The I/O thread's body: connect, report the outcome on `ready`, then run
@@ -105,11 +145,19 @@ pub(crate) fn run(
         flush_waiters: Vec::new(),
         closing: None,
         max_packet,
+        online: false,
+        backoff: Backoff {
+            attempt: 0,
+            short_closes: 0,
+            kicked: false,
+            connected_at: Instant::now(),
+            rng: seed(),
+        },
     };
     match io.connect() {
         Ok(session_present) => {
             let _ = ready.send(Ok(()));
-            io.event(Event::Connected { session_present });
+            io.connected(session_present);
         }
         Err(e) => {
             io.shared.mark_closed(&e.to_string());
@@ -118,11 +166,26 @@ pub(crate) fn run(
             return;
         }
     }
-    let reason = match io.run_loop() {
-        Ok(()) => "disconnected by the application".to_string(),
-        Err(Closed(why)) => why,
+    let reason = loop {
+        match io.run_loop() {
+            Ok(()) => break BY_APPLICATION.to_string(),
+            Err(Closed(why)) => {
+                let reconnect = io.shared.options.reconnect.enabled && io.closing.is_none();
+                if !reconnect || why == BY_APPLICATION || why.starts_with("protocol error") {
+                    break why;
+                }
+                io.lost(&why);
+            }
+        }
     };
     io.teardown(&reason);
+}
+
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (t ^ (u64::from(std::process::id()) << 32)) | 1
 }
 
 impl Io {
@@ -143,6 +206,7 @@ impl Io {
             &o.host,
             o.port,
             o.tls.as_ref(),
+            o.keep_alive,
             deadline,
             &mut self.poll,
             SOCKET,
@@ -228,13 +292,151 @@ impl Io {
             .set(Deadline::PingDue, now + self.shared.options.ping_interval());
     }
 
+    /// The connection is up (CONNACK accepted): restore subscriptions when
+    /// the broker kept no session, then send what waits.
+    fn connected(&mut self, session_present: bool) {
+        self.online = true;
+        self.backoff.connected_at = Instant::now();
+        if !session_present {
+            self.session.new_session();
+            self.restore_subscriptions();
+        }
+        self.event(Event::Connected { session_present });
+        self.pump();
+    }
+
+    fn restore_subscriptions(&mut self) {
+        if self.session.subscriptions.is_empty() {
+            return;
+        }
+        let filters: Vec<(String, QoS)> = self
+            .session
+            .subscriptions
+            .iter()
+            .map(|(f, q)| (f.clone(), *q))
+            .collect();
+        let id = self.session.next_id();
+        let pkt = Packet::Subscribe(packet::Subscribe {
+            pkid: id,
+            filters: filters.iter().map(|(f, q)| (f.clone(), q.wire())).collect(),
+        });
+        match pkt.encode(&mut self.tx) {
+            Ok(()) => {
+                log::info!("restoring {} subscription(s)", filters.len());
+                log::debug!(target: "uiot::wire", "-> {}", pkt.summary());
+                self.session
+                    .pending_subs
+                    .insert(id, PendingSub { filters, done: None });
+            }
+            Err(e) => log::error!("cannot restore the subscriptions: {e}"),
+        }
+    }
+
+    /// The connection dropped and reconnecting is on: keep every message,
+    /// tell the application, and schedule the next attempt.
+    fn lost(&mut self, why: &str) {
+        self.online = false;
+        self.close_stream();
+        self.tx.clear();
+        self.tx_start = 0;
+        self.rx_start = 0;
+        self.rx_end = 0;
+        self.readable = false;
+        self.ping_outstanding = false;
+        self.shared.timers.cancel(Deadline::PingDue);
+        self.shared.timers.cancel(Deadline::PingResp);
+        self.session.requeue_inflight();
+        let retry = || Error::Disconnected(format!("{why}; try again once reconnected"));
+        for (_, p) in self.session.pending_subs.drain() {
+            if let Some(d) = p.done {
+                let _ = d.send(Err(retry()));
+            }
+        }
+        for (_, p) in self.session.pending_unsubs.drain() {
+            let _ = p.done.send(Err(retry()));
+        }
+        // A message waiting for room is still delivered, but its PUBACK
+        // belonged to the old connection.
+        if let Some((_, ack)) = self.pending_delivery.as_mut() {
+            *ack = None;
+        }
+        let o = &self.shared.options;
+        let lived = self.backoff.connected_at.elapsed();
+        if lived >= o.reconnect.stable_after {
+            self.backoff.attempt = 0;
+            self.backoff.short_closes = 0;
+        }
+        if lived >= o.reconnect.stable_after + o.reconnect.max {
+            self.backoff.kicked = false;
+        }
+        if why == BROKER_CLOSED && lived < o.reconnect.stable_after {
+            self.backoff.short_closes += 1;
+        } else {
+            self.backoff.short_closes = 0;
+        }
+        log::warn!("connection lost: {why}; reconnecting");
+        self.event(Event::Disconnected(why.to_string()));
+        if self.backoff.short_closes >= 2 && !self.backoff.kicked {
+            self.backoff.kicked = true;
+            let who = match &o.identity {
+                Some(id) => format!("{}/{}", id.product_sn, id.device_sn),
+                None => o.client_id.clone(),
+            };
+            log::error!(
+                "another device is using the credentials of {who}; this device was \
+                 disconnected (reconnecting only every {:.0} s from now on)",
+                o.reconnect.max.as_secs_f64()
+            );
+            self.event(Event::Kicked);
+        }
+        self.schedule_reconnect();
+    }
+
+    fn schedule_reconnect(&mut self) {
+        let r = &self.shared.options.reconnect;
+        let wait = self.backoff.next(r.min, r.max);
+        log::info!("next connection attempt in {:.1} s", wait.as_secs_f64());
+        self.shared
+            .timers
+            .set(Deadline::Reconnect, Instant::now() + wait);
+    }
+
+    fn reconnect(&mut self) {
+        if self.online || self.closing.is_some() {
+            return;
+        }
+        match self.connect() {
+            Ok(session_present) => {
+                log::warn!("reconnected");
+                self.connected(session_present);
+            }
+            Err(e) => {
+                self.close_stream();
+                self.tx.clear();
+                self.tx_start = 0;
+                self.rx_start = 0;
+                self.rx_end = 0;
+                // Kicked devices reconnect fine; a failing attempt means
+                // the broker or the network is away instead.
+                if !matches!(e, Error::Refused(_)) {
+                    self.backoff.short_closes = 0;
+                }
+                log::warn!("reconnect failed: {e}");
+                self.schedule_reconnect();
+            }
+        }
+    }
+
     // ---- the loop ---------------------------------------------------------
 
     fn run_loop(&mut self) -> Result<(), Closed> {
         loop {
             self.take_commands()?;
-            self.read_in()?;
-            self.write_out()?;
+            if self.online {
+                self.read_in()?;
+                self.pump();
+                self.write_out()?;
+            }
             if self.settle()? {
                 return Ok(());
             }
@@ -250,7 +452,7 @@ impl Io {
                 Err(TryRecvError::Empty) => {}
                 Err(TryRecvError::Disconnected) => return Ok(()),
             }
-            if self.readable && self.pending_delivery.is_none() {
+            if self.online && self.readable && self.pending_delivery.is_none() {
                 // More to read right away (we stopped early).
                 self.shared.io_parked.store(false, Ordering::SeqCst);
                 continue;
@@ -277,7 +479,9 @@ impl Io {
 
     /// Finish flushes and a requested disconnect; true when the loop is done.
     fn settle(&mut self) -> Result<bool, Closed> {
-        let idle = self.tx_start >= self.tx.len() && self.session.inflight.is_empty();
+        let idle = self.tx_start >= self.tx.len()
+            && self.session.inflight.is_empty()
+            && self.session.waiting.is_empty();
         if idle {
             for w in self.flush_waiters.drain(..) {
                 let _ = w.send(Ok(()));
@@ -286,26 +490,40 @@ impl Io {
                 self.finish_disconnect(Ok(()));
                 return Ok(true);
             }
+        } else if self.closing.is_some() && !self.online {
+            // Offline: nothing can be flushed; stop now.
+            let n = self.session.inflight.len() + self.session.waiting.len();
+            self.finish_disconnect(Err(Error::Disconnected(format!(
+                "{n} message(s) were not sent: the broker is unreachable"
+            ))));
+            return Ok(true);
         }
         Ok(false)
     }
 
     fn finish_disconnect(&mut self, result: Result<(), Error>) {
-        let mut bye = Vec::with_capacity(2);
-        if Packet::Disconnect.encode(&mut bye).is_ok() {
-            log::debug!(target: "uiot::wire", "-> DISCONNECT");
-            self.tx.extend_from_slice(&bye);
+        if self.online {
+            let mut bye = Vec::with_capacity(2);
+            if Packet::Disconnect.encode(&mut bye).is_ok() {
+                log::debug!(target: "uiot::wire", "-> DISCONNECT");
+                self.tx.extend_from_slice(&bye);
+            }
+            // Best effort: a DISCONNECT that does not fit the socket now is skipped.
+            let _ = self.write_out();
         }
-        // Best effort: a DISCONNECT that does not fit the socket now is skipped.
-        let _ = self.write_out();
         if let Some(done) = self.closing.take() {
-            self.shared.mark_closed("disconnected by the application");
+            self.shared.mark_closed(BY_APPLICATION);
             let _ = done.send(result);
         }
     }
 
     fn take_commands(&mut self) -> Result<(), Closed> {
-        while self.tx.len() - self.tx_start < TX_HIGH_WATER {
+        let max_waiting = self.shared.options.queue.max_messages;
+        // Online, a long waiting queue means the link is the bottleneck:
+        // leave commands in the channel so callers feel the back-pressure.
+        while self.tx.len() - self.tx_start < TX_HIGH_WATER
+            && (!self.online || self.session.waiting.len() < max_waiting)
+        {
             match self.commands.try_recv() {
                 Ok(cmd) => self.handle_command(cmd)?,
                 Err(_) => break,
@@ -345,6 +563,11 @@ impl Io {
     fn deadline(&mut self, kind: Deadline) -> Result<(), Closed> {
         let now = Instant::now();
         match kind {
+            Deadline::Reconnect => {
+                self.reconnect();
+                Ok(())
+            }
+            Deadline::PingDue | Deadline::PingResp if !self.online => Ok(()),
             Deadline::PingDue => {
                 let o = &self.shared.options;
                 let (interval, ping_timeout) = (o.ping_interval(), o.effective_ping_timeout());
@@ -366,11 +589,11 @@ impl Io {
             Deadline::PingResp => Ok(()),
             Deadline::Shutdown => {
                 if self.closing.is_some() {
-                    let n = self.session.inflight.len();
+                    let n = self.session.inflight.len() + self.session.waiting.len();
                     self.finish_disconnect(Err(Error::Timeout(format!(
-                        "{n} QoS 1 message(s) still unacknowledged after shutdown_timeout"
+                        "{n} message(s) still unacknowledged after shutdown_timeout"
                     ))));
-                    return Err(Closed("disconnected by the application".into()));
+                    return Err(Closed(BY_APPLICATION.into()));
                 }
                 Ok(())
             }
@@ -394,63 +617,118 @@ impl Io {
         qos: QoS,
         done: Option<Sender<Result<(), Error>>>,
     ) -> Result<(), Closed> {
-        match qos {
-            QoS::AtMostOnce => {
-                if let Err(e) = packet::encode_publish(
-                    &mut self.tx,
-                    &topic,
-                    &payload,
-                    packet::QoS::AtMostOnce,
-                    false,
-                    false,
-                    None,
-                ) {
-                    log::warn!("dropped a QoS 0 publish to {topic:?}: {e}");
-                } else {
-                    log::debug!(target: "uiot::wire",
-                        "-> PUBLISH qos=0 topic={topic} payload={} bytes", payload.len());
-                }
+        if let Some(d) = &done {
+            if self.refuse_if_closing(d) {
+                self.shared.release(payload.len());
+                return Ok(());
             }
-            QoS::AtLeastOnce => {
-                if let Some(d) = &done {
-                    if self.refuse_if_closing(d) {
-                        self.shared.release_slot();
-                        return Ok(());
+        }
+        if qos == QoS::AtMostOnce
+            && !self.online
+            && self.session.waiting.len() >= self.shared.options.queue.max_messages
+        {
+            self.dropped(&format!("a QoS 0 message to {topic} (offline, queue full)"));
+            return Ok(());
+        }
+        self.session.waiting.push_back(Outgoing {
+            topic,
+            payload,
+            qos,
+            done,
+            pkid: None,
+        });
+        if self.shared.options.queue.on_full == OnFull::DropOldest {
+            while self.shared.capacity.over() {
+                let pos = self
+                    .session
+                    .waiting
+                    .iter()
+                    .position(|m| m.qos == QoS::AtLeastOnce && m.pkid.is_none());
+                let Some(old) = pos.and_then(|p| self.session.waiting.remove(p)) else {
+                    break;
+                };
+                self.shared.release(old.payload.len());
+                if let Some(d) = old.done {
+                    let _ = d.send(Err(Error::Limit(
+                        "dropped: the queue was full (on_full = drop_oldest)".into(),
+                    )));
+                }
+                self.dropped(&format!("the oldest queued message, to {}", old.topic));
+            }
+        }
+        Ok(())
+    }
+
+    fn dropped(&self, what: &str) {
+        let n = self.shared.capacity.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 || n % 100 == 0 {
+            log::warn!("queue full: dropped {what} ({n} dropped so far)");
+        }
+        self.event(Event::Dropped(n));
+    }
+
+    /// Move waiting messages onto the wire: QoS 0 at once, QoS 1 while the
+    /// in-flight window has room.
+    fn pump(&mut self) {
+        let max_inflight = usize::from(self.shared.options.max_inflight);
+        while self.online && self.tx.len() - self.tx_start < TX_HIGH_WATER {
+            let Some(front) = self.session.waiting.front() else {
+                break;
+            };
+            if front.qos == QoS::AtLeastOnce && self.session.inflight.len() >= max_inflight {
+                break;
+            }
+            let Some(mut m) = self.session.waiting.pop_front() else {
+                break;
+            };
+            match m.qos {
+                QoS::AtMostOnce => {
+                    match packet::encode_publish(
+                        &mut self.tx,
+                        &m.topic,
+                        &m.payload,
+                        packet::QoS::AtMostOnce,
+                        false,
+                        false,
+                        None,
+                    ) {
+                        Ok(()) => log::debug!(target: "uiot::wire",
+                            "-> PUBLISH qos=0 topic={} payload={} bytes", m.topic, m.payload.len()),
+                        Err(e) => log::warn!("dropped a QoS 0 publish to {:?}: {e}", m.topic),
                     }
                 }
-                let id = self.session.next_id();
-                match packet::encode_publish(
-                    &mut self.tx,
-                    &topic,
-                    &payload,
-                    packet::QoS::AtLeastOnce,
-                    false,
-                    false,
-                    Some(id),
-                ) {
-                    Ok(()) => {
-                        log::debug!(target: "uiot::wire",
-                            "-> PUBLISH id={id} qos=1 topic={topic} payload={} bytes",
-                            payload.len());
-                        self.session.add_inflight(
-                            id,
-                            InFlight {
-                                topic,
-                                payload,
-                                done,
-                            },
-                        );
-                    }
-                    Err(e) => {
-                        self.shared.release_slot();
-                        if let Some(d) = done {
-                            let _ = d.send(Err(Error::Protocol(e)));
+                QoS::AtLeastOnce => {
+                    let dup = m.pkid.is_some();
+                    let id = match m.pkid {
+                        Some(id) if !self.session.inflight.contains_key(&id) => id,
+                        _ => self.session.next_id(),
+                    };
+                    match packet::encode_publish(
+                        &mut self.tx,
+                        &m.topic,
+                        &m.payload,
+                        packet::QoS::AtLeastOnce,
+                        dup,
+                        false,
+                        Some(id),
+                    ) {
+                        Ok(()) => {
+                            log::debug!(target: "uiot::wire",
+                                "-> PUBLISH id={id} qos=1{} topic={} payload={} bytes",
+                                if dup { " dup" } else { "" }, m.topic, m.payload.len());
+                            m.pkid = Some(id);
+                            self.session.add_inflight(id, m);
+                        }
+                        Err(e) => {
+                            self.shared.release(m.payload.len());
+                            if let Some(d) = m.done {
+                                let _ = d.send(Err(Error::Protocol(e)));
+                            }
                         }
                     }
                 }
             }
         }
-        Ok(())
     }
 
     fn subscribe(
@@ -481,9 +759,13 @@ impl Io {
         match pkt.encode(&mut self.tx) {
             Ok(()) => {
                 log::debug!(target: "uiot::wire", "-> {}", pkt.summary());
-                self.session
-                    .pending_subs
-                    .insert(id, PendingSub { filters, done });
+                self.session.pending_subs.insert(
+                    id,
+                    PendingSub {
+                        filters,
+                        done: Some(done),
+                    },
+                );
             }
             Err(e) => {
                 let _ = done.send(Err(Error::Protocol(e)));
@@ -581,7 +863,7 @@ impl Io {
             return Err(Closed("receive buffer error".into()));
         };
         match stream.read(space) {
-            Ok(0) => Err(Closed("the broker closed the connection".into())),
+            Ok(0) => Err(Closed(BROKER_CLOSED.into())),
             Ok(n) => {
                 self.rx_end += n;
                 Ok(())
@@ -699,7 +981,7 @@ impl Io {
             }
             Packet::PubAck(id) => match self.session.ack(id) {
                 Some(m) => {
-                    self.shared.release_slot();
+                    self.shared.release(m.payload.len());
                     if let Some(done) = m.done {
                         let _ = done.send(Ok(()));
                     }
@@ -733,14 +1015,17 @@ impl Io {
                         }
                         SubAckCode::Failure => {
                             log::warn!("the broker refused the subscription to {filter:?}");
+                            self.session.subscriptions.remove(&filter);
                             refused.get_or_insert(filter);
                         }
                     }
                 }
-                let _ = pending.done.send(match refused {
-                    Some(f) => Err(Error::SubscribeRefused(f)),
-                    None => Ok(granted),
-                });
+                if let Some(done) = pending.done {
+                    let _ = done.send(match refused {
+                        Some(f) => Err(Error::SubscribeRefused(f)),
+                        None => Ok(granted),
+                    });
+                }
             }
             Packet::UnsubAck(id) => {
                 if let Some(p) = self.session.pending_unsubs.remove(&id) {
@@ -785,18 +1070,21 @@ impl Io {
         self.shared.mark_closed(reason);
         self.shared.timers.clear();
         self.close_stream();
-        if reason != "disconnected by the application" {
+        if reason != BY_APPLICATION {
             log::warn!("connection closed: {reason}");
         }
         let err = || Error::Disconnected(reason.to_string());
-        for (_, m) in self.session.inflight.drain() {
+        self.session.requeue_inflight();
+        for m in self.session.waiting.drain(..) {
+            self.shared.release(m.payload.len());
             if let Some(d) = m.done {
                 let _ = d.send(Err(err()));
             }
         }
-        self.session.order.clear();
         for (_, p) in self.session.pending_subs.drain() {
-            let _ = p.done.send(Err(err()));
+            if let Some(d) = p.done {
+                let _ = d.send(Err(err()));
+            }
         }
         for (_, p) in self.session.pending_unsubs.drain() {
             let _ = p.done.send(Err(err()));

@@ -33,7 +33,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use options::Options;
+pub use options::{OnFull, Options, Queue, Reconnect};
 
 use crate::error::Error;
 use crate::packet;
@@ -91,8 +91,16 @@ pub enum Event {
         /// Whether the broker kept a session for this client.
         session_present: bool,
     },
-    /// The connection ended; the text says why.
+    /// The connection ended; the text says why. With reconnect enabled the
+    /// client keeps trying (with back-off) and reports `Connected` again.
     Disconnected(String),
+    /// The broker closed young connections repeatedly: another device is
+    /// using this device's credentials. uiot backs off to the longest
+    /// reconnect interval instead of fighting over the login.
+    Kicked,
+    /// A message was dropped because the queue was full (`on_full`
+    /// drop_oldest or drop_newest); the count of drops so far.
+    Dropped(u64),
 }
 
 /// Result of a pipelined publish: wait for it, or drop it and call
@@ -156,11 +164,28 @@ pub(crate) enum Command {
     Timer(timer::Deadline),
 }
 
-/// Counts QoS 1 publishes awaiting PUBACK, so callers wait for room.
-pub(crate) struct Window {
-    used: Mutex<u16>,
+/// Counts messages accepted and not yet done (QoS 1: until PUBACK; QoS 0:
+/// until written), so the queue stays within `[queue]` bounds.
+pub(crate) struct Capacity {
+    used: Mutex<(usize, usize)>,
     room: Condvar,
-    max: u16,
+    max_messages: usize,
+    max_bytes: usize,
+    on_full: OnFull,
+    /// Messages dropped under drop_oldest / drop_newest.
+    pub(crate) dropped: AtomicU64,
+}
+
+impl Capacity {
+    fn full(&self, used: (usize, usize), bytes: usize) -> bool {
+        used.0 > 0 && (used.0 >= self.max_messages || used.1 + bytes > self.max_bytes)
+    }
+
+    /// Whether the queue is over its bounds (for drop_oldest eviction).
+    pub(crate) fn over(&self) -> bool {
+        let used = *lock(&self.used);
+        used.0 > self.max_messages || (used.0 > 1 && used.1 > self.max_bytes)
+    }
 }
 
 /// State shared by the client handles, the I/O thread and the timer thread.
@@ -171,7 +196,7 @@ pub(crate) struct Shared {
     pub(crate) io_parked: AtomicBool,
     /// The message queue was full and the I/O thread stopped reading.
     pub(crate) inbound_stalled: AtomicBool,
-    pub(crate) window: Window,
+    pub(crate) capacity: Capacity,
     pub(crate) limiter: Mutex<RateLimiter>,
     pub(crate) closed: Mutex<Option<String>>,
     pub(crate) is_closed: AtomicBool,
@@ -227,8 +252,8 @@ impl Shared {
         }
         self.is_closed.store(true, Ordering::SeqCst);
         drop(c);
-        let _guard = lock(&self.window.used);
-        self.window.room.notify_all();
+        let _guard = lock(&self.capacity.used);
+        self.capacity.room.notify_all();
     }
 
     pub(crate) fn note_sent(&self) {
@@ -240,28 +265,37 @@ impl Shared {
         self.epoch + Duration::from_millis(self.last_sent_ms.load(Ordering::Relaxed))
     }
 
-    fn acquire_slot(&self) -> Result<(), Error> {
-        let mut used = lock(&self.window.used);
+    /// Take room for a message of `bytes` bytes, per the `on_full` policy.
+    fn acquire(&self, bytes: usize) -> Result<(), Error> {
+        let c = &self.capacity;
+        let mut used = lock(&c.used);
         loop {
             if self.is_closed.load(Ordering::SeqCst) {
                 return Err(self.closed_error());
             }
-            if *used < self.window.max {
-                *used += 1;
+            if !c.full(*used, bytes) || c.on_full == OnFull::DropOldest {
+                used.0 += 1;
+                used.1 += bytes;
                 return Ok(());
             }
-            used = self
-                .window
-                .room
-                .wait(used)
-                .unwrap_or_else(|p| p.into_inner());
+            if c.on_full == OnFull::DropNewest {
+                let n = c.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                return Err(Error::Limit(format!(
+                    "the queue is full ({} messages, {} bytes): message dropped \
+                     (on_full = drop_newest; {n} dropped so far)",
+                    used.0, used.1
+                )));
+            }
+            used = c.room.wait(used).unwrap_or_else(|p| p.into_inner());
         }
     }
 
-    pub(crate) fn release_slot(&self) {
-        let mut used = lock(&self.window.used);
-        *used = used.saturating_sub(1);
-        self.window.room.notify_one();
+    /// Give back the room of a message that is done.
+    pub(crate) fn release(&self, bytes: usize) {
+        let mut used = lock(&self.capacity.used);
+        used.0 = used.0.saturating_sub(1);
+        used.1 = used.1.saturating_sub(bytes);
+        self.capacity.room.notify_one();
     }
 }
 
@@ -406,10 +440,13 @@ impl Client {
             waker,
             io_parked: AtomicBool::new(false),
             inbound_stalled: AtomicBool::new(false),
-            window: Window {
-                used: Mutex::new(0),
+            capacity: Capacity {
+                used: Mutex::new((0, 0)),
                 room: Condvar::new(),
-                max: options.max_inflight,
+                max_messages: options.queue.max_messages.max(1),
+                max_bytes: options.queue.max_bytes.max(1),
+                on_full: options.queue.on_full,
+                dropped: AtomicU64::new(0),
             },
             limiter: Mutex::new(RateLimiter::new(&options.limits)),
             closed: Mutex::new(None),
@@ -556,10 +593,11 @@ impl Client {
             return Err(self.shared.closed_error());
         }
         self.pace(publish_size(topic, payload.len()));
+        let bytes = payload.len();
         let (done, rx) = match qos {
             QoS::AtMostOnce => (None, None),
             QoS::AtLeastOnce => {
-                self.shared.acquire_slot()?;
+                self.shared.acquire(bytes)?;
                 let (tx, rx) = mpsc::channel();
                 (Some(tx), Some(rx))
             }
@@ -572,7 +610,7 @@ impl Client {
         });
         if let Err(e) = sent {
             if qos == QoS::AtLeastOnce {
-                self.shared.release_slot();
+                self.shared.release(bytes);
             }
             return Err(e);
         }

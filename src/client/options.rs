@@ -53,7 +53,72 @@ pub struct Options {
     pub shutdown_timeout: Duration,
     /// TLS (with how to verify the broker), or `None` for plain TCP.
     pub tls: Option<TlsOptions>,
+    /// Automatic reconnection.
+    pub reconnect: Reconnect,
+    /// The queue of messages accepted but not yet acknowledged (or, QoS 0,
+    /// not yet sent): its bounds and what happens when it is full.
+    pub queue: Queue,
     pub(crate) keep_alive_checked: bool,
+}
+
+/// Automatic reconnection with exponential back-off and full jitter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconnect {
+    /// Reconnect at all (default true). When false a lost connection ends
+    /// the client.
+    pub enabled: bool,
+    /// Shortest wait before a reconnect attempt (default 1 s).
+    pub min: Duration,
+    /// Longest wait (default 60 s); also the wait after being kicked by
+    /// another device using the same credentials.
+    pub max: Duration,
+    /// A connection that stayed up this long resets the back-off (default 30 s).
+    pub stable_after: Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            enabled: true,
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            stable_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What `publish` does when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    /// Wait for room (default).
+    Block,
+    /// Drop the oldest message not yet sent; its token fails with
+    /// [`Error::Limit`].
+    DropOldest,
+    /// Refuse the new message with [`Error::Limit`].
+    DropNewest,
+}
+
+/// Bounds of the outgoing queue: QoS 1 messages until their PUBACK (also
+/// across reconnects) and messages published while offline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queue {
+    /// Most messages (default 1000).
+    pub max_messages: usize,
+    /// Most payload bytes (default 4 MiB).
+    pub max_bytes: usize,
+    /// What happens when full (default block).
+    pub on_full: OnFull,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            max_messages: 1000,
+            max_bytes: 4 * 1024 * 1024,
+            on_full: OnFull::Block,
+        }
+    }
 }
 
 impl fmt::Debug for Options {
@@ -71,6 +136,8 @@ impl fmt::Debug for Options {
             .field("max_inflight", &self.max_inflight)
             .field("limits", &self.limits)
             .field("tls", &self.tls)
+            .field("reconnect", &self.reconnect)
+            .field("queue", &self.queue)
             .finish_non_exhaustive()
     }
 }
@@ -96,6 +163,8 @@ impl Options {
             limits: Limits::default(),
             shutdown_timeout: Duration::from_secs(5),
             tls: None,
+            reconnect: Reconnect::default(),
+            queue: Queue::default(),
             keep_alive_checked: true,
         }
     }

@@ -10,18 +10,27 @@ use std::sync::mpsc::Sender;
 use crate::client::QoS;
 use crate::error::Error;
 
-/// A QoS 1 publish awaiting its PUBACK (kept whole so it can be resent).
-#[allow(dead_code)] // topic and payload are kept for resending after a reconnect
-pub(crate) struct InFlight {
+/// A message on its way: waiting to be sent, or (QoS 1) sent and awaiting
+/// its PUBACK, kept whole so it can be resent after a reconnect.
+pub(crate) struct Outgoing {
     pub(crate) topic: String,
     pub(crate) payload: Vec<u8>,
+    pub(crate) qos: QoS,
+    /// Who waits for the outcome (QoS 1).
     pub(crate) done: Option<Sender<Result<(), Error>>>,
+    /// The packet id it was last sent with; `Some` means it went out
+    /// before, so it is resent with DUP set.
+    pub(crate) pkid: Option<u16>,
 }
+
+/// A QoS 1 publish awaiting its PUBACK.
+pub(crate) type InFlight = Outgoing;
 
 /// A SUBSCRIBE awaiting its SUBACK.
 pub(crate) struct PendingSub {
     pub(crate) filters: Vec<(String, QoS)>,
-    pub(crate) done: Sender<Result<Vec<QoS>, Error>>,
+    /// `None` for the subscriptions restored after a reconnect.
+    pub(crate) done: Option<Sender<Result<Vec<QoS>, Error>>>,
 }
 
 /// An UNSUBSCRIBE awaiting its UNSUBACK.
@@ -36,6 +45,9 @@ pub(crate) struct Session {
     pub(crate) inflight: HashMap<u16, InFlight>,
     /// In-flight ids in the order they were sent (for resending in order).
     pub(crate) order: VecDeque<u16>,
+    /// Messages not sent yet (offline, or the in-flight window is full), in
+    /// order; after a reconnect the unacknowledged ones come first again.
+    pub(crate) waiting: VecDeque<Outgoing>,
     pub(crate) subscriptions: BTreeMap<String, QoS>,
     pub(crate) pending_subs: HashMap<u16, PendingSub>,
     pub(crate) pending_unsubs: HashMap<u16, PendingUnsub>,
@@ -84,6 +96,29 @@ impl Session {
         fresh || !dup
     }
 
+    /// Connection lost: every unacknowledged message goes back to the front
+    /// of the waiting queue, in the order it was first sent.
+    pub(crate) fn requeue_inflight(&mut self) {
+        let mut again: VecDeque<Outgoing> = VecDeque::with_capacity(self.order.len());
+        for id in self.order.drain(..) {
+            if let Some(m) = self.inflight.remove(&id) {
+                again.push_back(m);
+            }
+        }
+        // Anything left in the map (not in `order`) goes after, by id.
+        let mut rest: Vec<(u16, Outgoing)> = self.inflight.drain().collect();
+        rest.sort_by_key(|(id, _)| *id);
+        again.extend(rest.into_iter().map(|(_, m)| m));
+        again.extend(self.waiting.drain(..));
+        self.waiting = again;
+    }
+
+    /// A new session (CONNACK without session present): inbound ids start
+    /// afresh.
+    pub(crate) fn new_session(&mut self) {
+        self.delivered.clear();
+    }
+
     /// Number of active plus requested subscriptions after adding `filters`.
     pub(crate) fn subscriptions_after(&self, filters: &[(String, QoS)]) -> usize {
         let mut all: HashSet<&str> = self.subscriptions.keys().map(String::as_str).collect();
@@ -99,6 +134,31 @@ impl Session {
 mod tests {
     use super::*;
 
+    fn msg(topic: &str) -> Outgoing {
+        Outgoing {
+            topic: topic.into(),
+            payload: vec![],
+            qos: QoS::AtLeastOnce,
+            done: None,
+            pkid: None,
+        }
+    }
+
+    #[test]
+    fn lost_messages_are_resent_first_in_order() {
+        let mut s = Session::default();
+        for (id, t) in [(9, "a"), (3, "b"), (5, "c")] {
+            let mut m = msg(t);
+            m.pkid = Some(id);
+            s.add_inflight(id, m);
+        }
+        s.waiting.push_back(msg("d"));
+        s.requeue_inflight();
+        let order: Vec<&str> = s.waiting.iter().map(|m| m.topic.as_str()).collect();
+        assert_eq!(order, ["a", "b", "c", "d"]);
+        assert!(s.inflight.is_empty() && s.order.is_empty());
+    }
+
     #[test]
     fn ids_skip_zero_and_ids_in_use() {
         let mut s = Session {
@@ -108,11 +168,7 @@ mod tests {
         assert_eq!(s.next_id(), u16::MAX);
         s.add_inflight(
             1,
-            InFlight {
-                topic: "t".into(),
-                payload: vec![],
-                done: None,
-            },
+            msg("t"),
         );
         assert_eq!(s.next_id(), 2);
     }
@@ -132,11 +188,7 @@ mod tests {
         for id in [3, 4, 5] {
             s.add_inflight(
                 id,
-                InFlight {
-                    topic: "t".into(),
-                    payload: vec![],
-                    done: None,
-                },
+                msg("t"),
             );
         }
         assert!(s.ack(4).is_some());

@@ -30,12 +30,19 @@ pub(crate) enum Deadline {
     PingResp = 1,
     /// A graceful disconnect must finish by now.
     Shutdown = 2,
+    /// Time for the next reconnect attempt.
+    Reconnect = 3,
 }
 
-const KINDS: [Deadline; 3] = [Deadline::PingDue, Deadline::PingResp, Deadline::Shutdown];
+const KINDS: [Deadline; 4] = [
+    Deadline::PingDue,
+    Deadline::PingResp,
+    Deadline::Shutdown,
+    Deadline::Reconnect,
+];
 
 struct State {
-    at: [Option<Instant>; 3],
+    at: [Option<Instant>; 4],
     stop: bool,
 }
 
@@ -51,7 +58,7 @@ impl Timers {
         let fd = timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC)?;
         Ok(Timers {
             state: Mutex::new(State {
-                at: [None; 3],
+                at: [None; 4],
                 stop: false,
             }),
             fd,
@@ -80,7 +87,7 @@ impl Timers {
     /// Remove every deadline.
     pub(crate) fn clear(&self) {
         let mut st = self.lock();
-        st.at = [None; 3];
+        st.at = [None; 4];
         self.arm(&st);
     }
 

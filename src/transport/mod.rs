@@ -118,14 +118,15 @@ pub fn connect(
     host: &str,
     port: u16,
     tls: Option<&TlsOptions>,
+    keep_alive: Duration,
     deadline: Instant,
     poll: &mut Poll,
     token: Token,
 ) -> Result<Stream, Error> {
     match tls {
-        None => connect_tcp(host, port, deadline, poll, token),
+        None => connect_tcp(host, port, keep_alive, deadline, poll, token),
         #[cfg(feature = "tls")]
-        Some(opts) => match connect_tcp(host, port, deadline, poll, token)? {
+        Some(opts) => match connect_tcp(host, port, keep_alive, deadline, poll, token)? {
             Stream::Tcp(tcp) => {
                 let s = tls::handshake(tcp, host, port, opts, deadline, poll, token)?;
                 Ok(Stream::Tls(Box::new(s)))
@@ -153,10 +154,12 @@ pub fn interrupted(e: &io::Error) -> bool {
 
 /// Resolve `host:port` and open a TCP connection to the first address that
 /// answers before `deadline`, using `poll` (with `token`, which must be free)
-/// to wait. The stream comes back deregistered, with TCP_NODELAY set.
+/// to wait. The stream comes back deregistered, with TCP_NODELAY set and
+/// dead-link detection tuned to `keep_alive` (see [`tune_dead_link`]).
 pub fn connect_tcp(
     host: &str,
     port: u16,
+    keep_alive: Duration,
     deadline: Instant,
     poll: &mut Poll,
     token: Token,
@@ -174,7 +177,7 @@ pub fn connect_tcp(
     }
     let mut last = None;
     for addr in addrs {
-        match connect_addr(addr, deadline, poll, token) {
+        match connect_addr(addr, keep_alive, deadline, poll, token) {
             Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }
@@ -194,6 +197,7 @@ pub fn connect_tcp(
 
 fn connect_addr(
     addr: SocketAddr,
+    keep_alive: Duration,
     deadline: Instant,
     poll: &mut Poll,
     token: Token,
@@ -205,7 +209,29 @@ fn connect_addr(
     let _ = poll.registry().deregister(&mut s);
     result?;
     s.set_nodelay(true)?;
+    if let Err(e) = tune_dead_link(&s, keep_alive) {
+        log::warn!("cannot set TCP keep-alive / TCP_USER_TIMEOUT: {e}");
+    }
     Ok(Stream::Tcp(s))
+}
+
+/// Make the kernel give up on a dead link by itself: TCP keep-alive probes
+/// after `keep_alive` of silence, and TCP_USER_TIMEOUT so that data written
+/// into a dead link fails after keep-alive plus the PINGRESP timeout instead
+/// of being retransmitted for many minutes.
+pub fn tune_dead_link(s: &TcpStream, keep_alive: Duration) -> io::Result<()> {
+    use rustix::net::sockopt;
+    let grace = (keep_alive / 2).min(Duration::from_secs(30));
+    let user_timeout = (keep_alive + grace).max(Duration::from_secs(1));
+    sockopt::set_socket_keepalive(s, true)?;
+    sockopt::set_tcp_keepidle(s, keep_alive.max(Duration::from_secs(1)))?;
+    sockopt::set_tcp_keepintvl(
+        s,
+        (keep_alive / 3).clamp(Duration::from_secs(1), Duration::from_secs(30)),
+    )?;
+    sockopt::set_tcp_keepcnt(s, 3)?;
+    sockopt::set_tcp_user_timeout(s, u32::try_from(user_timeout.as_millis()).unwrap_or(u32::MAX))?;
+    Ok(())
 }
 
 fn wait_connected(
