@@ -145,6 +145,8 @@ pub struct ConnectionConfig {
     pub protocol: Protocol,
     /// How long to wait for TCP, TLS and CONNACK together.
     pub connect_timeout: Duration,
+    /// How long a graceful stop waits for QoS 1 acknowledgements.
+    pub shutdown_timeout: Duration,
 }
 
 /// One key of a section: its name and whether its value is a secret.
@@ -212,6 +214,10 @@ sections! {
     connection: ConnectionConfig,
     /// `[limits]`: the platform's caps, enforced before anything is sent.
     limits: Limits,
+    /// `[reconnect]`: automatic reconnection.
+    reconnect: ReconnectConfig,
+    /// `[queue]`: the outgoing queue and its optional file on disk.
+    queue: QueueConfig,
 }
 
 impl Config {
@@ -871,6 +877,7 @@ impl Section for ConnectionConfig {
         Key::plain("clean_session"),
         Key::plain("protocol"),
         Key::plain("connect_timeout"),
+        Key::plain("shutdown_timeout"),
     ];
 
     fn read(r: &mut Reader<'_, '_>) -> Option<Self> {
@@ -910,6 +917,7 @@ impl Section for ConnectionConfig {
             300,
             "seconds",
         );
+        let shutdown_timeout = r.number("shutdown_timeout", 5, 0, 3600, "seconds");
 
         let region = region?;
         let host = match host {
@@ -932,6 +940,7 @@ impl Section for ConnectionConfig {
             clean_session: clean_session?,
             protocol: protocol?,
             connect_timeout: Duration::from_secs(connect_timeout?),
+            shutdown_timeout: Duration::from_secs(shutdown_timeout?),
         })
     }
 
@@ -949,6 +958,167 @@ impl Section for ConnectionConfig {
         w.key("clean_session", self.clean_session);
         w.key("protocol", protocol_name(self.protocol));
         w.key("connect_timeout", self.connect_timeout.as_secs());
+        w.key("shutdown_timeout", self.shutdown_timeout.as_secs());
+    }
+}
+
+/// `[reconnect]`: automatic reconnection with back-off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconnectConfig {
+    /// Reconnect automatically.
+    pub enabled: bool,
+    /// Shortest wait, seconds.
+    pub min: Duration,
+    /// Longest wait, seconds (also after being kicked).
+    pub max: Duration,
+}
+
+impl Section for ReconnectConfig {
+    const NAME: &'static str = "reconnect";
+    const KEYS: &'static [Key] = &[Key::plain("enabled"), Key::plain("min"), Key::plain("max")];
+
+    fn read(r: &mut Reader<'_, '_>) -> Option<Self> {
+        let enabled = r.bool("enabled", true);
+        let min = r.number("min", 1, 1, 3600, "seconds");
+        let max = r.number("max", 60, 1, 86_400, "seconds");
+        let (min, max) = (min?, max?);
+        if max < min {
+            r.bad(
+                "max",
+                &max.to_string(),
+                &format!("must not be below min ({min}); raise max or lower min"),
+            );
+            return None;
+        }
+        Some(ReconnectConfig {
+            enabled: enabled?,
+            min: Duration::from_secs(min),
+            max: Duration::from_secs(max),
+        })
+    }
+
+    fn write(&self, w: &mut Writer) {
+        w.key("enabled", self.enabled);
+        w.key("min", self.min.as_secs());
+        w.key("max", self.max.as_secs());
+    }
+}
+
+/// When the on-disk queue is synced to storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Before every publish returns (safest, most flash writes).
+    Always,
+    /// At most this often; a power cut may lose the last interval.
+    IntervalMs(u64),
+}
+
+/// What publish does when the queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnFullPolicy {
+    /// Wait for room.
+    Block,
+    /// Drop the oldest message not yet sent.
+    DropOldest,
+    /// Refuse the new message.
+    DropNewest,
+}
+
+/// `[queue]`: messages accepted but not yet acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Most messages.
+    pub max_messages: usize,
+    /// Most payload bytes.
+    pub max_bytes: usize,
+    /// What happens when full.
+    pub on_full: OnFullPolicy,
+    /// Directory of the on-disk queue; `None`: memory only.
+    pub dir: Option<PathBuf>,
+    /// When the on-disk queue is synced.
+    pub fsync: FsyncPolicy,
+}
+
+impl Section for QueueConfig {
+    const NAME: &'static str = "queue";
+    const KEYS: &'static [Key] = &[
+        Key::plain("max_messages"),
+        Key::plain("max_bytes"),
+        Key::plain("on_full"),
+        Key::plain("dir"),
+        Key::plain("fsync"),
+    ];
+
+    fn read(r: &mut Reader<'_, '_>) -> Option<Self> {
+        let max_messages = r.number("max_messages", 1000, 1, 10_000_000, "messages");
+        let max_bytes = r.number(
+            "max_bytes",
+            4 * 1024 * 1024,
+            1024,
+            1 << 40,
+            "bytes of payload",
+        );
+        let on_full = r
+            .value("on_full", |v| match v {
+                "block" => Ok(OnFullPolicy::Block),
+                "drop_oldest" => Ok(OnFullPolicy::DropOldest),
+                "drop_newest" => Ok(OnFullPolicy::DropNewest),
+                _ => Err("must be block, drop_oldest or drop_newest".to_string()),
+            })
+            .or(OnFullPolicy::Block);
+        let dir = r.path(
+            "dir",
+            false,
+            "give a directory on persistent storage, or remove the line to keep the queue in memory",
+        );
+        let fsync = r
+            .value("fsync", |v| {
+                let mut words = v.split_whitespace();
+                match (words.next(), words.next(), words.next()) {
+                    (Some("always"), None, None) => Ok(FsyncPolicy::Always),
+                    (Some("interval_ms"), Some(n), None) => match n.parse::<u64>() {
+                        Ok(ms) if (1..=3_600_000).contains(&ms) => Ok(FsyncPolicy::IntervalMs(ms)),
+                        _ => Err("interval_ms takes 1..3600000 milliseconds".to_string()),
+                    },
+                    _ => {
+                        Err("must be 'always' or 'interval_ms N' (e.g. interval_ms 200)"
+                            .to_string())
+                    }
+                }
+            })
+            .or(FsyncPolicy::Always);
+        Some(QueueConfig {
+            max_messages: max_messages?,
+            max_bytes: max_bytes?,
+            on_full: on_full?,
+            dir: match dir {
+                Got::Valid(p) => Some(p),
+                Got::Absent => None,
+                Got::Invalid => return None,
+            },
+            fsync: fsync?,
+        })
+    }
+
+    fn write(&self, w: &mut Writer) {
+        w.key("max_messages", self.max_messages);
+        w.key("max_bytes", self.max_bytes);
+        w.key(
+            "on_full",
+            match self.on_full {
+                OnFullPolicy::Block => "block",
+                OnFullPolicy::DropOldest => "drop_oldest",
+                OnFullPolicy::DropNewest => "drop_newest",
+            },
+        );
+        match &self.dir {
+            Some(d) => w.key("dir", d.display()),
+            None => w.unset("dir", "the queue is kept in memory only"),
+        }
+        match self.fsync {
+            FsyncPolicy::Always => w.key("fsync", "always"),
+            FsyncPolicy::IntervalMs(ms) => w.key("fsync", format!("interval_ms {ms}")),
+        }
     }
 }
 
@@ -1064,6 +1234,32 @@ mod tests {
     fn assert_no_secret(s: &str) {
         assert!(!s.contains(DEV_SECRET), "device secret leaked: {s}");
         assert!(!s.contains(PROD_SECRET), "product secret leaked: {s}");
+    }
+
+    #[test]
+    fn reconnect_and_queue_sections() {
+        let c = ok(&format!(
+            "{}[reconnect]\nenabled = no\nmin = 2\nmax = 30\n[queue]\nmax_messages = 10\n\
+             on_full = drop_oldest\nfsync = interval_ms 250\ndir = /var/lib/uiot\n",
+            minimal()
+        ));
+        assert!(!c.reconnect.enabled);
+        assert_eq!(c.reconnect.max, Duration::from_secs(30));
+        assert_eq!(c.queue.on_full, OnFullPolicy::DropOldest);
+        assert_eq!(c.queue.fsync, FsyncPolicy::IntervalMs(250));
+        assert_eq!(c.queue.dir, Some(PathBuf::from("/var/lib/uiot")));
+        let p = one_problem(&format!("{}[reconnect]\nmin = 10\nmax = 5\n", minimal()));
+        assert!(
+            p.contains("[reconnect] max = 5: must not be below min (10)"),
+            "{p}"
+        );
+        let p = one_problem(&format!("{}[queue]\non_full = discard\n", minimal()));
+        assert!(
+            p.contains("[queue] on_full = discard: must be block"),
+            "{p}"
+        );
+        let p = one_problem(&format!("{}[queue]\nfsync = sometimes\n", minimal()));
+        assert!(p.contains("'always' or 'interval_ms N'"), "{p}");
     }
 
     #[test]
@@ -1420,8 +1616,8 @@ mod tests {
         assert_eq!(
             p,
             vec![
-                "uiot.ini: [conection]: unknown section; did you mean [connection]? known sections: [device], [connection], [limits]",
-                "uiot.ini: [serail]: unknown section; known sections: [device], [connection], [limits]",
+                "uiot.ini: [conection]: unknown section; did you mean [connection]? known sections: [device], [connection], [limits], [reconnect], [queue]",
+                "uiot.ini: [serail]: unknown section; known sections: [device], [connection], [limits], [reconnect], [queue]",
             ]
         );
         assert_eq!(
@@ -1557,7 +1753,7 @@ mod tests {
             "[device]\nproduct_sn = 70ly1tvowt696r15\ndevice_sn = aruidyl0rt9tuvod\ndevice_secret = <hidden>\n\
              \n[connection]\nregion = cn-sh2\nhost = mqtt-cn-sh2.iot.ucloud.cn\nport = 8883\ntls = true\n\
              # ca_file is not set: the built-in UIoT Core CA is used\ntls_verify_hostname = true\n\
-             keep_alive = 300\nclean_session = true\nprotocol = 3.1.1\nconnect_timeout = 10\n\n[limits]\nenforce = true\npublish_rate = 30\nbandwidth_kb = 1024\nmax_packet = 262144\nmax_subscriptions = 100\n"
+             keep_alive = 300\nclean_session = true\nprotocol = 3.1.1\nconnect_timeout = 10\nshutdown_timeout = 5\n\n[limits]\nenforce = true\npublish_rate = 30\nbandwidth_kb = 1024\nmax_packet = 262144\nmax_subscriptions = 100\n\n[reconnect]\nenabled = true\nmin = 1\nmax = 60\n\n[queue]\nmax_messages = 1000\nmax_bytes = 4194304\non_full = block\n# dir is not set: the queue is kept in memory only\nfsync = always\n"
         );
         // What `effective()` prints reads back to the same settings (secrets aside).
         let mut c = ok(&minimal());

@@ -324,9 +324,13 @@ impl Io {
             Ok(()) => {
                 log::info!("restoring {} subscription(s)", filters.len());
                 log::debug!(target: "uiot::wire", "-> {}", pkt.summary());
-                self.session
-                    .pending_subs
-                    .insert(id, PendingSub { filters, done: None });
+                self.session.pending_subs.insert(
+                    id,
+                    PendingSub {
+                        filters,
+                        done: None,
+                    },
+                );
             }
             Err(e) => log::error!("cannot restore the subscriptions: {e}"),
         }

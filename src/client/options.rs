@@ -214,6 +214,18 @@ impl Options {
         o.protocol = c.protocol;
         o.connect_timeout = c.connect_timeout;
         o.limits = config.limits.clone();
+        o.shutdown_timeout = c.shutdown_timeout;
+        o.reconnect.enabled = config.reconnect.enabled;
+        o.reconnect.min = config.reconnect.min;
+        o.reconnect.max = config.reconnect.max;
+        let q = &config.queue;
+        o.queue.max_messages = q.max_messages;
+        o.queue.max_bytes = q.max_bytes;
+        o.queue.on_full = match q.on_full {
+            crate::config::OnFullPolicy::Block => OnFull::Block,
+            crate::config::OnFullPolicy::DropOldest => OnFull::DropOldest,
+            crate::config::OnFullPolicy::DropNewest => OnFull::DropNewest,
+        };
         o.tls = c.tls.then(|| TlsOptions {
             ca_file: c.ca_file.clone(),
             verify_hostname: c.tls_verify_hostname,

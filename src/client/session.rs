@@ -166,10 +166,7 @@ mod tests {
             ..Session::default()
         };
         assert_eq!(s.next_id(), u16::MAX);
-        s.add_inflight(
-            1,
-            msg("t"),
-        );
+        s.add_inflight(1, msg("t"));
         assert_eq!(s.next_id(), 2);
     }
 
@@ -186,10 +183,7 @@ mod tests {
     fn acks_keep_send_order() {
         let mut s = Session::default();
         for id in [3, 4, 5] {
-            s.add_inflight(
-                id,
-                msg("t"),
-            );
+            s.add_inflight(id, msg("t"));
         }
         assert!(s.ack(4).is_some());
         assert!(s.ack(4).is_none());

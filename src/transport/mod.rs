@@ -230,7 +230,10 @@ pub fn tune_dead_link(s: &TcpStream, keep_alive: Duration) -> io::Result<()> {
         (keep_alive / 3).clamp(Duration::from_secs(1), Duration::from_secs(30)),
     )?;
     sockopt::set_tcp_keepcnt(s, 3)?;
-    sockopt::set_tcp_user_timeout(s, u32::try_from(user_timeout.as_millis()).unwrap_or(u32::MAX))?;
+    sockopt::set_tcp_user_timeout(
+        s,
+        u32::try_from(user_timeout.as_millis()).unwrap_or(u32::MAX),
+    )?;
     Ok(())
 }
 
