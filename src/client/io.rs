@@ -833,6 +833,11 @@ impl Io {
         if self.tx_start >= self.tx.len() {
             self.tx.clear();
             self.tx_start = 0;
+        } else if self.tx_start >= TX_HIGH_WATER {
+            // The broker is slow: drop what was written so the buffer does
+            // not grow with everything ever published.
+            self.tx.drain(..self.tx_start);
+            self.tx_start = 0;
         }
         if wrote {
             self.shared.note_sent();

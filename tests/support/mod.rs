@@ -30,11 +30,13 @@
 pub mod broker;
 pub mod observer;
 pub mod peer;
+pub mod proxy;
 mod tools;
 
 pub use broker::{Broker, BrokerConfig, Device, DynamicDevice};
 pub use observer::{Observer, Received};
 pub use peer::{FakePeer, Frame, PeerError, Step};
+pub use proxy::Proxy;
 pub use tools::TempDir;
 
 /// Starts a broker with the default profile and devices, or returns `None`
