@@ -1,47 +1,78 @@
 //! Publisher benchmark through the library API (used by scripts/bench.sh).
 //!
-//! `cargo run --release --example bench_pub -- PORT QOS COUNT SIZE [rtt]`
-//! publishes COUNT messages of SIZE bytes to 127.0.0.1:PORT as an anonymous
-//! client with the limits off, and prints `msgs/s` (after every QoS 1 PUBACK)
-//! or, with `rtt`, the median and p99 of blocking QoS 1 round trips.
+//! Owns: the library-API rows of the benchmark table (docs/bench.md).
+//! Must not touch: the library itself; it measures, it does not tune.
+//!
+//! `bench_pub PORT QOS COUNT SIZE [rtt|raw-rtt]` talks to 127.0.0.1:PORT as
+//! an anonymous client with the limits off:
+//! - without a mode: pipelines COUNT messages of SIZE bytes, waits until all
+//!   are written (QoS 0) or acknowledged (QoS 1), and prints
+//!   `msgs_per_s N seconds S` (connecting is not timed);
+//! - `rtt`: COUNT blocking QoS 1 publishes one after another, prints
+//!   `rtt_median_us M rtt_p99_us P`;
+//! - `raw-rtt`: the same round trips over a bare blocking `TcpStream` with
+//!   hand-made packets and no client library, i.e. the floor set by the
+//!   broker and loopback TCP, printed the same way.
+//!
+//! Environment: `BENCH_TOPIC` (default `bench/lib`), `BENCH_USER` and
+//! `BENCH_PASS` (optional login).
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use uiot::{Client, Limits, Options, QoS};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const USAGE: &str = "usage: bench_pub PORT QOS COUNT SIZE [rtt|raw-rtt]";
+
+fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.into());
-    let port: u16 = arg(0, "1883").parse()?;
+    let port: u16 = arg(0, "1883")
+        .parse()
+        .map_err(|e| format!("PORT: {e}; {USAGE}"))?;
     let qos = QoS::from_u8(arg(1, "0").parse()?).ok_or("QoS must be 0 or 1")?;
-    let count: usize = arg(2, "100000").parse()?;
-    let size: usize = arg(3, "64").parse()?;
-    let rtt = arg(4, "") == "rtt";
+    let count: usize = arg(2, "100000")
+        .parse()
+        .map_err(|e| format!("COUNT: {e}; {USAGE}"))?;
+    let size: usize = arg(3, "64")
+        .parse()
+        .map_err(|e| format!("SIZE: {e}; {USAGE}"))?;
+    let mode = arg(4, "");
+    if count == 0 {
+        return Err(format!("COUNT must be at least 1; {USAGE}").into());
+    }
+    let topic = std::env::var("BENCH_TOPIC").unwrap_or_else(|_| "bench/lib".into());
+    let payload = vec![b'x'; size];
+    let client_id = format!("bench-{}", std::process::id());
 
-    let mut options = Options::new("127.0.0.1", port, format!("bench-{}", std::process::id()));
+    if mode == "raw-rtt" {
+        let times = raw_round_trips(port, &client_id, &topic, &payload, count)?;
+        print_rtt(times);
+        return Ok(());
+    }
+    if !mode.is_empty() && mode != "rtt" {
+        return Err(format!("unknown mode '{mode}'; {USAGE}").into());
+    }
+
+    let mut options = Options::new("127.0.0.1", port, client_id);
     if let (Ok(user), Ok(pass)) = (std::env::var("BENCH_USER"), std::env::var("BENCH_PASS")) {
         options.username = Some(user);
         options.password = Some(pass);
     }
     options.limits = Limits::unlimited();
-    let topic = std::env::var("BENCH_TOPIC").unwrap_or_else(|_| "bench/lib".into());
     let client = Client::connect(options)?;
-    let payload = vec![b'x'; size];
 
-    if rtt {
+    if mode == "rtt" {
         let mut times = Vec::with_capacity(count);
         for _ in 0..count {
             let t = Instant::now();
             client.publish(&topic, &payload, QoS::AtLeastOnce)?;
             times.push(t.elapsed());
         }
-        times.sort();
-        let pick = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
-        println!(
-            "rtt_median_us {:.1} rtt_p99_us {:.1}",
-            pick(0.5).as_secs_f64() * 1e6,
-            pick(0.99).as_secs_f64() * 1e6
-        );
+        print_rtt(times);
     } else {
         let t = Instant::now();
         for _ in 0..count {
@@ -53,4 +84,95 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     client.disconnect()?;
     Ok(())
+}
+
+/// Prints the median and p99 (nearest rank) of the round-trip times.
+fn print_rtt(mut times: Vec<Duration>) {
+    times.sort();
+    let pick = |q: f64| {
+        let rank = ((times.len() as f64 * q).ceil() as usize).max(1);
+        rank.min(times.len())
+            .checked_sub(1)
+            .and_then(|i| times.get(i))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    println!(
+        "rtt_median_us {:.1} rtt_p99_us {:.1}",
+        pick(0.5),
+        pick(0.99)
+    );
+}
+
+/// Appends an MQTT remaining-length field.
+fn put_len(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let mut byte = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// Appends an MQTT string (two-byte length, then the bytes).
+fn put_str(out: &mut Vec<u8>, s: &[u8]) -> Result<()> {
+    let len = u16::try_from(s.len()).map_err(|_| "string over 65535 bytes")?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s);
+    Ok(())
+}
+
+/// QoS 1 round trips without the library: CONNECT, then COUNT times
+/// PUBLISH and a blocking read of its 4-byte PUBACK, then DISCONNECT.
+fn raw_round_trips(
+    port: u16,
+    client_id: &str,
+    topic: &str,
+    payload: &[u8],
+    count: usize,
+) -> Result<Vec<Duration>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+
+    let mut body = Vec::new();
+    put_str(&mut body, b"MQTT")?;
+    body.extend_from_slice(&[4, 0x02, 0, 60]); // 3.1.1, clean session, keep-alive 60 s
+    put_str(&mut body, client_id.as_bytes())?;
+    let mut connect = vec![0x10];
+    put_len(&mut connect, body.len());
+    connect.extend_from_slice(&body);
+    s.write_all(&connect)?;
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack)?;
+    if connack != [0x20, 2, 0, 0] {
+        return Err(format!("broker refused the raw CONNECT: CONNACK {connack:02x?}").into());
+    }
+
+    let mut times = Vec::with_capacity(count);
+    let mut packet = Vec::with_capacity(payload.len() + topic.len() + 16);
+    let mut ack = [0u8; 4];
+    for i in 0..count {
+        let id = (i % 65535 + 1) as u16;
+        packet.clear();
+        packet.push(0x32); // PUBLISH, QoS 1
+        put_len(&mut packet, 2 + topic.len() + 2 + payload.len());
+        put_str(&mut packet, topic.as_bytes())?;
+        packet.extend_from_slice(&id.to_be_bytes());
+        packet.extend_from_slice(payload);
+        let t = Instant::now();
+        s.write_all(&packet)?;
+        s.read_exact(&mut ack)?;
+        times.push(t.elapsed());
+        let [hi, lo] = id.to_be_bytes();
+        if ack != [0x40, 2, hi, lo] {
+            return Err(format!("expected PUBACK for id {id}, got {ack:02x?}").into());
+        }
+    }
+    s.write_all(&[0xe0, 0])?;
+    Ok(times)
 }

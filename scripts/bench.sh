@@ -1,0 +1,400 @@
+#!/usr/bin/env bash
+# Benchmarks uiot against Mosquitto's own clients on one local broker and
+# prints ONE markdown table (stdout); progress and details go to stderr.
+#
+# Usage:
+#   scripts/bench.sh [--quick] [--runs N]
+#     --quick   skip the 65 s idle context-switch test
+#     --runs N  repeat each throughput row N times and report the median
+#               (default 3; must be odd so the median is one real run)
+#
+# What it measures (see docs/bench.md for the table of one run):
+#   1. QoS 0, 100,000 x 64-byte lines: `uiot pub -l` vs `mosquitto_pub -l`,
+#      both reading the same file on stdin; msgs/s until the publisher exits,
+#      CPU (user+sys, GNU time) per message, peak RSS (GNU time %M).
+#   2. The same for 20,000 lines at QoS 1 (a publisher exits only after
+#      every PUBACK, so this is end to end).
+#   3. The library API (examples/bench_pub.rs): QoS 0 100k and QoS 1 20k
+#      msgs/s, the median and p99 of 5,000 blocking QoS 1 round trips, and
+#      its peak RSS.
+#   4. Context switches of an idle `uiot sub` (keep-alive 30) over 65 s,
+#      every thread counted, beside an idle `mosquitto_sub -k 30` measured at
+#      the same instants.
+#
+# Everything runs against a private Mosquitto (anonymous, no queue limit,
+# no persistence) listening on 127.0.0.1 only, on a free port. Every
+# process it starts is bounded by `timeout` and killed on exit.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+# ---- settings ----------------------------------------------------------------
+q0_count=100000  # messages in the QoS 0 rows
+q1_count=20000   # messages in the QoS 1 rows
+msg_size=64      # payload bytes of every message
+rtt_count=5000   # blocking QoS 1 round trips for the latency row
+idle_secs=65     # length of the idle window
+keep_alive=30    # keep-alive of both idle subscribers
+run_limit=60     # seconds any single measured command may take
+broker_limit=600 # seconds the broker may live at most
+runs=3
+quick=false
+
+die() { echo "bench: $*" >&2; exit 1; }
+say() { echo "bench: $*" >&2; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=true ;;
+    --runs)
+      [ $# -ge 2 ] || die "--runs needs a number, e.g. --runs 5"
+      runs=$2; shift ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument '$1'; usage: $0 [--quick] [--runs N]" ;;
+  esac
+  shift
+done
+if ! [[ "$runs" =~ ^[0-9]+$ ]] || [ "$runs" -lt 1 ] || [ $((runs % 2)) -ne 1 ]; then
+  die "--runs must be an odd number >= 1 (got '$runs'), so the median is one real run"
+fi
+
+# ---- tools -------------------------------------------------------------------
+# Mosquitto and GNU time come from Debian packages; install them if missing.
+missing=()
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 && command -v mosquitto_sub >/dev/null 2>&1 \
+  || missing+=(mosquitto-clients)
+[ -x /usr/bin/time ] || missing+=(time)
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" -eq 0 ] \
+    || die "missing ${missing[*]}; install as root: apt-get install -y ${missing[*]}"
+  say "installing ${missing[*]} (apt-get)"
+  apt-get install -y "${missing[@]}" >&2 \
+    || die "apt-get install -y ${missing[*]} failed; run 'apt-get update' and try again"
+fi
+mosquitto=/usr/sbin/mosquitto
+[ -x "$mosquitto" ] || mosquitto=$(command -v mosquitto)
+gnu_time=/usr/bin/time
+command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust (https://rustup.rs)"
+command -v timeout >/dev/null 2>&1 || die "timeout not found; install coreutils"
+
+# ---- cleanup -----------------------------------------------------------------
+work=$(mktemp -d "${TMPDIR:-/tmp}/uiot-bench.XXXXXX")
+pids=()  # background processes this script started (broker, idle subscribers)
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- build -------------------------------------------------------------------
+say "building release binaries"
+(cd "$root" && cargo build --release --quiet --bin uiot --example bench_pub) >&2 \
+  || die "cargo build --release failed; see the errors above"
+target="${CARGO_TARGET_DIR:-$root/target}/release"
+uiot="$target/uiot"
+bench_pub="$target/examples/bench_pub"
+if ! [ -x "$uiot" ] || ! [ -x "$bench_pub" ]; then
+  die "built binaries not found in $target; is CARGO_TARGET_DIR set differently?"
+fi
+
+# ---- broker ------------------------------------------------------------------
+# Start a private Mosquitto on the first free port from a random start.
+start_broker() {
+  local try conf log pid
+  port=$((20000 + RANDOM % 20000))
+  for try in 1 2 3 4 5 6 7 8 9 10; do
+    conf="$work/mosquitto.conf"
+    log="$work/mosquitto.log"
+    {
+      echo "listener $port 127.0.0.1"
+      echo "allow_anonymous true"
+      echo "max_queued_messages 0"
+      echo "persistence false"
+      echo "log_dest file $log"
+      echo "log_type error"
+      echo "log_type warning"
+      echo "log_type notice"
+      echo "log_type information"
+      # As root Mosquitto would switch to the 'mosquitto' user, which cannot
+      # write to the private work directory.
+      if [ "$(id -u)" -eq 0 ]; then echo "user root"; fi
+    } > "$conf"
+    : > "$log"
+    # The timeout bounds the broker even if this script is killed with -9;
+    # killing the timeout process stops the broker too.
+    timeout -k 5 "$broker_limit" "$mosquitto" -c "$conf" >> "$log" 2>&1 &
+    pid=$!
+    for _ in $(seq 50); do
+      if grep -q 'mosquitto version .* running' "$log"; then
+        pids+=("$pid")
+        say "broker: mosquitto pid $pid on 127.0.0.1:$port"
+        return 0
+      fi
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    say "port $port unusable (try $try): $(tail -n 1 "$log")"
+    port=$((port + 1))
+  done
+  die "mosquitto did not start on 10 ports; its last log: $(cat "$log")"
+}
+port=0
+start_broker
+
+# ---- inputs and configurations ------------------------------------------------
+# Lines of exactly $msg_size bytes (a zero-padded counter) plus a newline.
+awk -v n="$q0_count" -v w="$msg_size" \
+  'BEGIN { for (i = 0; i < n; i++) printf "%0" w "d\n", i }' > "$work/q0.txt"
+head -n "$q1_count" "$work/q0.txt" > "$work/q1.txt"
+[ "$(wc -c < "$work/q0.txt")" -eq $((q0_count * (msg_size + 1))) ] \
+  || die "input file has the wrong size; awk's printf did not pad to $msg_size bytes"
+
+# A uiot config for this broker; each role gets its own device (client id),
+# since two connections with one client id kick each other.
+write_config() {
+  cat > "$1" <<EOF
+[device]
+product_sn = benchproduct0001
+device_sn = $2
+device_secret = unused-anonymous-broker
+
+[connection]
+host = 127.0.0.1
+port = $port
+tls = false
+keep_alive = $keep_alive
+
+[limits]
+enforce = false
+EOF
+}
+write_config "$work/pub.ini" bench-pub-0001
+write_config "$work/sub.ini" bench-idle-0001
+"$uiot" check -c "$work/pub.ini" > /dev/null \
+  || die "uiot check rejected the generated config $work/pub.ini"
+
+# ---- measuring helpers --------------------------------------------------------
+# run_timed LABEL INPUT CMD...: runs CMD with INPUT on stdin under GNU time and
+# a timeout; sets wall (s, from bash's microsecond clock), cpu (user+sys s)
+# and rss (KB), and out (its stdout).
+run_timed() {
+  local label=$1 input=$2 t0 t1 rc=0
+  shift 2
+  t0=$EPOCHREALTIME
+  timeout -k 5 "$run_limit" "$gnu_time" -f '%U %S %M' -o "$work/time.out" "$@" \
+    < "$input" > "$work/cmd.out" 2> "$work/cmd.err" || rc=$?
+  t1=$EPOCHREALTIME
+  if [ "$rc" -ne 0 ]; then
+    say "$label failed (exit $rc); its stderr:"
+    cat "$work/cmd.err" >&2
+    [ "$rc" -ne 124 ] || die "$label took over $run_limit s; is the broker stuck?"
+    die "$label failed; see the error above"
+  fi
+  wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f", b - a }')
+  read -r user sys rss < <(tail -n 1 "$work/time.out")
+  cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')
+  out=$(cat "$work/cmd.out")
+}
+
+# median X...: the middle value (numeric sort) of an odd number of values.
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+
+# The value after NAME in bench_pub's "name value name value" output.
+field() { awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($i == k) print $(i + 1) }' <<< "$2"; }
+
+# bench_cli QOS COUNT INPUT: runs `uiot pub -l` and `mosquitto_pub -l`
+# alternately $runs times (so drift hits both alike); sets
+# {uiot,mosq}_{rate,cpu,rss} to the medians.
+bench_cli() {
+  local qos=$1 count=$2 input=$3 i who
+  local -a u_rate=() u_cpu=() u_rss=() m_rate=() m_cpu=() m_rss=()
+  for ((i = 1; i <= runs; i++)); do
+    for who in uiot mosq; do
+      if [ "$who" = uiot ]; then
+        run_timed "uiot pub -q $qos -l" "$input" \
+          "$uiot" pub -c "$work/pub.ini" -t "/bench/q$qos" -q "$qos" -l
+      else
+        run_timed "mosquitto_pub -q $qos -l" "$input" \
+          mosquitto_pub -h 127.0.0.1 -p "$port" -V mqttv311 -i "bench-mosq-pub" \
+          -t "/bench/q$qos" -q "$qos" -l
+      fi
+      local rate cpm
+      rate=$(awk -v n="$count" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')
+      cpm=$(awk -v n="$count" -v c="$cpu" 'BEGIN { printf "%.2f", c * 1e6 / n }')
+      say "  run $i $who qos $qos: $rate msgs/s, ${wall}s wall, ${cpu}s cpu, $cpm us/msg, ${rss} KB"
+      if [ "$who" = uiot ]; then
+        u_rate+=("$rate"); u_cpu+=("$cpm"); u_rss+=("$rss")
+      else
+        m_rate+=("$rate"); m_cpu+=("$cpm"); m_rss+=("$rss")
+      fi
+    done
+  done
+  uiot_rate=$(median "${u_rate[@]}") mosq_rate=$(median "${m_rate[@]}")
+  uiot_cpu=$(median "${u_cpu[@]}") mosq_cpu=$(median "${m_cpu[@]}")
+  uiot_rss=$(median "${u_rss[@]}") mosq_rss=$(median "${m_rss[@]}")
+}
+
+# ctx_snapshot PID: one line per thread of PID: "tid name voluntary
+# nonvoluntary" (voluntary_ctxt_switches and nonvoluntary_ctxt_switches).
+ctx_snapshot() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    printf '%s %s %s\n' "${t##*/}" "$(tr -d ' ' < "$t/comm")" \
+      "$(awk '/^voluntary_ctxt_switches:/ { v = $2 } /^nonvoluntary_ctxt_switches:/ { n = $2 }
+              END { print v + 0, n + 0 }' "$t/status")"
+  done
+}
+
+# ctx_delta BEFORE AFTER: the switches (both kinds) between two snapshots,
+# all threads (a thread born in between counts from zero).
+ctx_delta() {
+  awk 'NR == FNR { v[$1] = $3; n[$1] = $4; next }
+       { d += $3 - v[$1] + $4 - n[$1] } END { print d + 0 }' "$1" "$2"
+}
+
+# ctx_detail BEFORE AFTER: "name +voluntary/+nonvoluntary" per thread, for the log.
+ctx_detail() {
+  awk 'NR == FNR { v[$1] = $3; n[$1] = $4; next }
+       { printf "%s%s +%d/+%d", (c++ ? ", " : ""), $2, $3 - v[$1], $4 - n[$1] }' \
+    "$1" "$2"
+}
+
+# ---- 1 + 2: the CLI publishers ------------------------------------------------
+say "QoS 0: $q0_count x $msg_size B, uiot pub -l vs mosquitto_pub -l, $runs runs each"
+bench_cli 0 "$q0_count" "$work/q0.txt"
+q0_uiot_rate=$uiot_rate q0_uiot_cpu=$uiot_cpu q0_uiot_rss=$uiot_rss
+q0_mosq_rate=$mosq_rate q0_mosq_cpu=$mosq_cpu q0_mosq_rss=$mosq_rss
+say "QoS 1: $q1_count x $msg_size B, uiot pub -l vs mosquitto_pub -l, $runs runs each"
+bench_cli 1 "$q1_count" "$work/q1.txt"
+q1_uiot_rate=$uiot_rate q1_uiot_cpu=$uiot_cpu q1_uiot_rss=$uiot_rss
+q1_mosq_rate=$mosq_rate q1_mosq_cpu=$mosq_cpu q1_mosq_rss=$mosq_rss
+
+# ---- 3: the library API -------------------------------------------------------
+say "library API (examples/bench_pub.rs), $runs runs each"
+# Each run is its own process, so each has its own peak RSS.
+l0_rates=() l0_rsss=() l1_rates=() l1_rsss=() rtt_meds=() rtt_p99s=() raw_meds=() raw_p99s=()
+for ((i = 1; i <= runs; i++)); do
+  run_timed "bench_pub qos 0" /dev/null \
+    env BENCH_TOPIC=/bench/lib0 "$bench_pub" "$port" 0 "$q0_count" "$msg_size"
+  l0_rates+=("$(field msgs_per_s "$out")"); l0_rsss+=("$rss")
+  run_timed "bench_pub qos 1" /dev/null \
+    env BENCH_TOPIC=/bench/lib1 "$bench_pub" "$port" 1 "$q1_count" "$msg_size"
+  l1_rates+=("$(field msgs_per_s "$out")"); l1_rsss+=("$rss")
+  run_timed "bench_pub rtt" /dev/null \
+    env BENCH_TOPIC=/bench/rtt "$bench_pub" "$port" 1 "$rtt_count" "$msg_size" rtt
+  rtt_meds+=("$(field rtt_median_us "$out")"); rtt_p99s+=("$(field rtt_p99_us "$out")")
+  rtt_rss=$rss
+  # The floor: the same round trips over a bare TcpStream, no client library.
+  run_timed "bench_pub raw-rtt" /dev/null \
+    env BENCH_TOPIC=/bench/rtt "$bench_pub" "$port" 1 "$rtt_count" "$msg_size" raw-rtt
+  raw_meds+=("$(field rtt_median_us "$out")"); raw_p99s+=("$(field rtt_p99_us "$out")")
+  say "  run $i: qos0 ${l0_rates[-1]} msgs/s (${l0_rsss[-1]} KB)," \
+    "qos1 ${l1_rates[-1]} msgs/s (${l1_rsss[-1]} KB)," \
+    "rtt median ${rtt_meds[-1]} us p99 ${rtt_p99s[-1]} us (${rtt_rss} KB)," \
+    "bare-socket rtt median ${raw_meds[-1]} us p99 ${raw_p99s[-1]} us"
+done
+for v in "${l0_rates[@]}" "${l1_rates[@]}" "${rtt_meds[@]}" "${rtt_p99s[@]}" \
+  "${raw_meds[@]}" "${raw_p99s[@]}"; do
+  [[ "$v" =~ ^[0-9.]+$ ]] || die "bench_pub printed no number (got '$v'); run it by hand"
+done
+lib0_rate=$(median "${l0_rates[@]}") lib0_rss=$(median "${l0_rsss[@]}")
+lib1_rate=$(median "${l1_rates[@]}") lib1_rss=$(median "${l1_rsss[@]}")
+rtt_med=$(median "${rtt_meds[@]}") rtt_p99=$(median "${rtt_p99s[@]}")
+raw_med=$(median "${raw_meds[@]}") raw_p99=$(median "${raw_p99s[@]}")
+
+# ---- 4: idle subscribers ------------------------------------------------------
+idle_uiot="" idle_mosq=""
+if ! $quick; then
+  say "idle: uiot sub and mosquitto_sub -k $keep_alive side by side for $idle_secs s"
+  # Both stop by themselves after $limit s (-W), even if this script is killed.
+  limit=$((idle_secs + 20))
+  "$uiot" sub -c "$work/sub.ini" -t /bench/idle -W "$limit" \
+    > "$work/idle-uiot.out" 2> "$work/idle-uiot.err" &
+  sub_uiot=$!
+  pids+=("$sub_uiot")
+  mosquitto_sub -h 127.0.0.1 -p "$port" -V mqttv311 \
+    -i bench-idle-mosq -k "$keep_alive" -t /bench/idle -W "$limit" \
+    > "$work/idle-mosq.out" 2> "$work/idle-mosq.err" &
+  sub_mosq=$!
+  pids+=("$sub_mosq")
+  started=$EPOCHREALTIME
+  # Both are connected and subscribed once a probe message reaches both.
+  ready=false
+  for _ in $(seq 50); do
+    sleep 0.2
+    mosquitto_pub -h 127.0.0.1 -p "$port" -i bench-probe -t /bench/idle -m probe
+    if grep -q probe "$work/idle-uiot.out" && grep -q probe "$work/idle-mosq.out"; then
+      ready=true
+      break
+    fi
+  done
+  $ready || die "the idle subscribers did not receive a probe within 10 s; uiot said: \
+$(cat "$work/idle-uiot.err") mosquitto_sub said: $(cat "$work/idle-mosq.err")"
+  uiot_pid=$sub_uiot mosq_pid=$sub_mosq
+  # First sample at t = 2 s after start (or right after the probe, if later).
+  sleep "$(awk -v s="$started" -v n="$EPOCHREALTIME" 'BEGIN { d = 2 - (n - s); print (d > 0 ? d : 0) }')"
+  ctx_snapshot "$uiot_pid" > "$work/u0"
+  ctx_snapshot "$mosq_pid" > "$work/m0"
+  sleep "$idle_secs"
+  kill -0 "$uiot_pid" 2>/dev/null || die "uiot sub exited during the idle test: $(cat "$work/idle-uiot.err")"
+  kill -0 "$mosq_pid" 2>/dev/null || die "mosquitto_sub exited during the idle test: $(cat "$work/idle-mosq.err")"
+  ctx_snapshot "$uiot_pid" > "$work/u1"
+  ctx_snapshot "$mosq_pid" > "$work/m1"
+  idle_uiot=$(ctx_delta "$work/u0" "$work/u1")
+  idle_mosq=$(ctx_delta "$work/m0" "$work/m1")
+  say "  uiot sub: $idle_uiot switches (per thread, voluntary/nonvoluntary:" \
+    "$(ctx_detail "$work/u0" "$work/u1"))"
+  say "  mosquitto_sub: $idle_mosq switches ($(ctx_detail "$work/m0" "$work/m1"))"
+fi
+
+# ---- the table ----------------------------------------------------------------
+# Formatting helpers (awk does the arithmetic).
+num() { awk -v x="$1" 'BEGIN { s = sprintf("%.0f", x); o = ""; while (length(s) > 3) { o = "," substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) } print s o }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
+# at_least VALUE TARGET / at_most VALUE TARGET: "yes", or "no" and by how much.
+at_least() { awk -v v="$1" -v t="$2" 'BEGIN { if (v >= t) print "yes"; else printf "no, %.0f%% short\n", (1 - v / t) * 100 }'; }
+at_most() { awk -v v="$1" -v t="$2" 'BEGIN { if (v <= t) print "yes"; else printf "no, %.2fx the target\n", v / t }'; }
+
+q0_ratio=$(awk -v a="$q0_uiot_rate" -v b="$q0_mosq_rate" 'BEGIN { printf "%.4f", a / b }')
+q0_count_s=$(num "$q0_count") q1_count_s=$(num "$q1_count") rtt_count_s=$(num "$rtt_count")
+
+# Reference column: mosquitto_pub / mosquitto_sub run the same way, or for
+# round trips the same exchange over a bare TcpStream (the broker + loopback
+# floor, which no client can beat).
+q0="QoS 0, $q0_count_s x $msg_size B, \`pub -l\`"
+q1="QoS 1, $q1_count_s x $msg_size B, \`pub -l\`"
+rt="Library QoS 1 round trip, $rtt_count_s blocking publishes"
+echo "| Measurement | uiot | Reference | uiot / reference | Target | Met |"
+echo "|---|---:|---:|---:|---|---|"
+echo "| $q0 vs \`mosquitto_pub -l\`: msgs/s | $(num "$q0_uiot_rate") | $(num "$q0_mosq_rate") | $(ratio "$q0_uiot_rate" "$q0_mosq_rate") | >= 1.5x mosquitto_pub | $(at_least "$q0_ratio" 1.5) |"
+echo "| $q0: CPU (user+sys) per msg | $q0_uiot_cpu us | $q0_mosq_cpu us | $(ratio "$q0_uiot_cpu" "$q0_mosq_cpu") | <= 1.5 us | $(at_most "$q0_uiot_cpu" 1.5) |"
+echo "| $q0: peak RSS | $(num "$q0_uiot_rss") KB | $(num "$q0_mosq_rss") KB | $(ratio "$q0_uiot_rss" "$q0_mosq_rss") | <= 2 MB (2,048 KB) | $(at_most "$q0_uiot_rss" 2048) |"
+echo "| $q1 vs \`mosquitto_pub -l\`, end to end: msgs/s | $(num "$q1_uiot_rate") | $(num "$q1_mosq_rate") | $(ratio "$q1_uiot_rate" "$q1_mosq_rate") | >= 25,000 | $(at_least "$q1_uiot_rate" 25000) |"
+echo "| $q1: CPU (user+sys) per msg | $q1_uiot_cpu us | $q1_mosq_cpu us | $(ratio "$q1_uiot_cpu" "$q1_mosq_cpu") | - | - |"
+echo "| $q1: peak RSS | $(num "$q1_uiot_rss") KB | $(num "$q1_mosq_rss") KB | $(ratio "$q1_uiot_rss" "$q1_mosq_rss") | - | - |"
+echo "| Library QoS 0, $q0_count_s x $msg_size B: msgs/s | $(num "$lib0_rate") | - | - | - | - |"
+echo "| Library QoS 0, $q0_count_s x $msg_size B: peak RSS | $(num "$lib0_rss") KB | - | - | <= 2 MB (2,048 KB) | $(at_most "$lib0_rss" 2048) |"
+echo "| Library QoS 1, $q1_count_s x $msg_size B, end to end: msgs/s | $(num "$lib1_rate") | - | - | >= 25,000 | $(at_least "$lib1_rate" 25000) |"
+echo "| Library QoS 1, $q1_count_s x $msg_size B: peak RSS | $(num "$lib1_rss") KB | - | - | - | - |"
+echo "| $rt: median (reference: bare TcpStream) | $rtt_med us | $raw_med us | $(ratio "$rtt_med" "$raw_med") | <= 50 us | $(at_most "$rtt_med" 50) |"
+echo "| $rt: p99 (reference: bare TcpStream) | $rtt_p99 us | $raw_p99 us | $(ratio "$rtt_p99" "$raw_p99") | <= 150 us | $(at_most "$rtt_p99" 150) |"
+idle="Idle \`uiot sub\`, $idle_secs s, keep-alive $keep_alive: context switches, all threads (reference: \`mosquitto_sub -k $keep_alive\`)"
+if $quick; then
+  echo "| $idle | skipped (--quick) | skipped | - | <= 6 | - |"
+else
+  echo "| $idle | $idle_uiot | $idle_mosq | - | <= 6 | $(at_most "$idle_uiot" 6) |"
+fi
+say "done: $runs run(s) per throughput row, medians shown; broker mosquitto $("$mosquitto" -h 2>/dev/null | head -n 1 | awk '{ print $3 }'); load average $(cut -d " " -f 1-3 /proc/loadavg)"
