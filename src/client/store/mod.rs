@@ -463,7 +463,9 @@ impl Store {
     /// Reclaim space from acknowledged records if worthwhile (called when
     /// idle); bounded work: deletes whole segments and rewrites at most one.
     pub(crate) fn compact(&mut self) -> Result<(), Error> {
-        self.write_acks()?;
+        // On a full disk the ack record may not fit; deleting segments is
+        // safe without it (and is what frees the space), so go on and retry.
+        let flushed = self.write_acks();
         let mut deleted = false;
         while let Some(seq) = self
             .segments
@@ -492,6 +494,9 @@ impl Store {
         }
         if deleted {
             sync_dir(&self.dir).map_err(|e| write_error(&self.dir, e))?;
+        }
+        if flushed.is_err() {
+            self.write_acks()?;
         }
 
         let half = self.segment_target / 2;

@@ -501,3 +501,36 @@ mod props {
         }
     }
 }
+
+#[test]
+fn acks_and_compaction_free_a_completely_full_disk() {
+    let Some(fs) = SmallFs::mount("64k") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let dir = fs.dir.path().join("queue");
+    // One message per segment, each segment exactly one 4 KiB page, so that
+    // once the disk is full not even an ack record fits in the active one.
+    let page = 4096;
+    let body = page - HEADER_LEN - format::RECORD_HEAD - MESSAGE_FIXED - 1;
+    let (mut s, _) = Store::open_with(&dir, Fsync::Always, page as u64).unwrap();
+    for i in 1..=5u64 {
+        assert_eq!(s.append("t", &payload(i, body)).unwrap(), i);
+    }
+    let mut filler = File::create(fs.dir.path().join("filler")).unwrap();
+    while io::Write::write(&mut filler, &[0; 512]).is_ok_and(|n| n > 0) {}
+    drop(filler);
+    let err = s.append("t", b"x").unwrap_err();
+    assert_io_error_names(&err, &dir, "free space there");
+    for id in 1..=5 {
+        s.ack(id).unwrap();
+    }
+    // The ack record does not fit, but deleting the acknowledged segments
+    // does not need it, and makes room for it and for new messages.
+    s.compact().unwrap();
+    assert_eq!(segment_files(&dir).len(), 1);
+    assert_eq!(s.append("t", b"x").unwrap(), 6);
+    drop(s);
+    let (_, rec) = Store::open_with(&dir, Fsync::Always, page as u64).unwrap();
+    assert_eq!(ids(&rec), vec![6]);
+}
