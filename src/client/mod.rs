@@ -25,6 +25,7 @@
 mod io;
 mod options;
 mod session;
+pub(crate) mod store;
 mod timer;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
