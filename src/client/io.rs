@@ -112,6 +112,8 @@ struct Io {
     max_packet: usize,
     online: bool,
     backoff: Backoff,
+    /// Acknowledged records may be reclaimed once the queue is idle.
+    compact_due: bool,
 }
 
 /// The I/O thread's body: connect, report the outcome on `ready`, then run
@@ -123,6 +125,7 @@ pub(crate) fn run(
     messages: SyncSender<Message>,
     events_tx: SyncSender<Event>,
     ready: Sender<Result<(), Error>>,
+    recovered: Vec<super::store::Stored>,
 ) {
     let max_packet = shared.options.limits.max_packet.max(64);
     let mut io = Io {
@@ -146,6 +149,7 @@ pub(crate) fn run(
         closing: None,
         max_packet,
         online: false,
+        compact_due: false,
         backoff: Backoff {
             attempt: 0,
             short_closes: 0,
@@ -154,6 +158,16 @@ pub(crate) fn run(
             rng: seed(),
         },
     };
+    for m in recovered {
+        io.session.waiting.push_back(Outgoing {
+            topic: m.topic,
+            payload: m.payload,
+            qos: QoS::AtLeastOnce,
+            done: None,
+            pkid: None,
+            store_id: Some(m.id),
+        });
+    }
     match io.connect() {
         Ok(session_present) => {
             let _ = ready.send(Ok(()));
@@ -486,6 +500,15 @@ impl Io {
         let idle = self.tx_start >= self.tx.len()
             && self.session.inflight.is_empty()
             && self.session.waiting.is_empty();
+        if idle && self.compact_due {
+            self.compact_due = false;
+            if let Some(store) = &self.shared.store {
+                let mut st = store.lock().unwrap_or_else(|p| p.into_inner());
+                if let Err(e) = st.compact() {
+                    log::warn!("on-disk queue: {e}");
+                }
+            }
+        }
         if idle {
             for w in self.flush_waiters.drain(..) {
                 let _ = w.send(Ok(()));
@@ -497,8 +520,13 @@ impl Io {
         } else if self.closing.is_some() && !self.online {
             // Offline: nothing can be flushed; stop now.
             let n = self.session.inflight.len() + self.session.waiting.len();
+            let kept = if self.shared.store.is_some() {
+                " (QoS 1 messages stay in the on-disk queue for the next start)"
+            } else {
+                ""
+            };
             self.finish_disconnect(Err(Error::Disconnected(format!(
-                "{n} message(s) were not sent: the broker is unreachable"
+                "{n} message(s) were not sent: the broker is unreachable{kept}"
             ))));
             return Ok(true);
         }
@@ -543,7 +571,8 @@ impl Io {
                 payload,
                 qos,
                 done,
-            } => self.publish(topic, payload, qos, done),
+                store_id,
+            } => self.publish(topic, payload, qos, done, store_id),
             Command::Subscribe { filters, done } => self.subscribe(filters, done),
             Command::Unsubscribe { filters, done } => self.unsubscribe(filters, done),
             Command::Flush { done } => {
@@ -569,6 +598,10 @@ impl Io {
         match kind {
             Deadline::Reconnect => {
                 self.reconnect();
+                Ok(())
+            }
+            Deadline::StoreSync => {
+                self.shared.sync_store();
                 Ok(())
             }
             Deadline::PingDue | Deadline::PingResp if !self.online => Ok(()),
@@ -620,9 +653,12 @@ impl Io {
         payload: Vec<u8>,
         qos: QoS,
         done: Option<Sender<Result<(), Error>>>,
+        store_id: Option<u64>,
     ) -> Result<(), Closed> {
         if let Some(d) = &done {
             if self.refuse_if_closing(d) {
+                // Accepted into the on-disk queue already: it stays there
+                // for the next start.
                 self.shared.release(payload.len());
                 return Ok(());
             }
@@ -640,6 +676,7 @@ impl Io {
             qos,
             done,
             pkid: None,
+            store_id,
         });
         if self.shared.options.queue.on_full == OnFull::DropOldest {
             while self.shared.capacity.over() {
@@ -652,6 +689,7 @@ impl Io {
                     break;
                 };
                 self.shared.release(old.payload.len());
+                self.shared.unstore(old.store_id);
                 if let Some(d) = old.done {
                     let _ = d.send(Err(Error::Limit(
                         "dropped: the queue was full (on_full = drop_oldest)".into(),
@@ -991,6 +1029,8 @@ impl Io {
             Packet::PubAck(id) => match self.session.ack(id) {
                 Some(m) => {
                     self.shared.release(m.payload.len());
+                    self.shared.unstore(m.store_id);
+                    self.compact_due = self.shared.store.is_some();
                     if let Some(done) = m.done {
                         let _ = done.send(Ok(()));
                     }
@@ -1084,6 +1124,8 @@ impl Io {
         }
         let err = || Error::Disconnected(reason.to_string());
         self.session.requeue_inflight();
+        // Messages in the on-disk queue stay there for the next start.
+        self.shared.sync_store();
         for m in self.session.waiting.drain(..) {
             self.shared.release(m.payload.len());
             if let Some(d) = m.done {

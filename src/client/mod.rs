@@ -147,6 +147,7 @@ pub(crate) enum Command {
         payload: Vec<u8>,
         qos: QoS,
         done: Option<mpsc::Sender<Result<(), Error>>>,
+        store_id: Option<u64>,
     },
     Subscribe {
         filters: Vec<(String, QoS)>,
@@ -206,6 +207,10 @@ pub(crate) struct Shared {
     pub(crate) epoch: Instant,
     pub(crate) timers: Arc<Timers>,
     pub(crate) options: Options,
+    /// The on-disk queue (`[queue] dir`).
+    pub(crate) store: Option<Mutex<store::Store>>,
+    /// A StoreSync deadline is pending.
+    pub(crate) sync_pending: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -288,6 +293,41 @@ impl Shared {
                 )));
             }
             used = c.room.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Append a QoS 1 message to the on-disk queue, if there is one; it is
+    /// durable (per the fsync policy) when this returns.
+    fn persist(&self, topic: &str, payload: &[u8]) -> Result<Option<u64>, Error> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let id = lock(store).append(topic, payload)?;
+        if let Some(every) = self.options.queue.fsync_interval {
+            if !self.sync_pending.swap(true, Ordering::SeqCst) {
+                self.timers
+                    .set(timer::Deadline::StoreSync, Instant::now() + every);
+            }
+        }
+        Ok(Some(id))
+    }
+
+    /// Mark a stored message done (PUBACK, or dropped on purpose).
+    pub(crate) fn unstore(&self, id: Option<u64>) {
+        if let (Some(store), Some(id)) = (&self.store, id) {
+            if let Err(e) = lock(store).ack(id) {
+                log::error!("on-disk queue: {e}");
+            }
+        }
+    }
+
+    /// Sync the on-disk queue.
+    pub(crate) fn sync_store(&self) {
+        self.sync_pending.store(false, Ordering::SeqCst);
+        if let Some(store) = &self.store {
+            if let Err(e) = lock(store).sync() {
+                log::error!("on-disk queue: {e}");
+            }
         }
     }
 
@@ -429,6 +469,24 @@ impl Client {
     /// ([`Error::Refused`]) or `connect_timeout` passes.
     pub fn connect(options: Options) -> Result<Client, Error> {
         options.validate()?;
+        let (store, recovered) = match &options.queue.dir {
+            None => (None, Vec::new()),
+            Some(dir) => {
+                let fsync = match options.queue.fsync_interval {
+                    None => store::Fsync::Always,
+                    Some(d) => store::Fsync::Interval(d),
+                };
+                let (s, recovered) = store::Store::open(dir, fsync)?;
+                if !recovered.is_empty() {
+                    log::warn!(
+                        "{} unacknowledged message(s) recovered from {}; sending them first",
+                        recovered.len(),
+                        dir.display()
+                    );
+                }
+                (Some(Mutex::new(s)), recovered)
+            }
+        };
         let poll = mio::Poll::new().map_err(|e| io_err("creating the poll", e))?;
         let waker = mio::Waker::new(poll.registry(), io::WAKER)
             .map_err(|e| io_err("creating the waker", e))?;
@@ -456,13 +514,22 @@ impl Client {
             epoch: Instant::now(),
             timers: timers.clone(),
             options,
+            store,
+            sync_pending: AtomicBool::new(false),
         });
+        {
+            let mut used = lock(&shared.capacity.used);
+            for m in &recovered {
+                used.0 += 1;
+                used.1 += m.payload.len();
+            }
+        }
 
         let (ready_tx, ready_rx) = mpsc::channel();
         let io_shared = shared.clone();
         let io = std::thread::Builder::new()
             .name("uiot-io".into())
-            .spawn(move || io::run(io_shared, poll, cmd_rx, msg_tx, ev_tx, ready_tx))
+            .spawn(move || io::run(io_shared, poll, cmd_rx, msg_tx, ev_tx, ready_tx, recovered))
             .map_err(|e| io_err("starting the I/O thread", e))?;
         let timer_shared = Arc::downgrade(&shared);
         let timer = std::thread::Builder::new()
@@ -595,12 +662,19 @@ impl Client {
         }
         self.pace(publish_size(topic, payload.len()));
         let bytes = payload.len();
-        let (done, rx) = match qos {
-            QoS::AtMostOnce => (None, None),
+        let (done, rx, store_id) = match qos {
+            QoS::AtMostOnce => (None, None, None),
             QoS::AtLeastOnce => {
                 self.shared.acquire(bytes)?;
+                let store_id = match self.shared.persist(topic, &payload) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        self.shared.release(bytes);
+                        return Err(e);
+                    }
+                };
                 let (tx, rx) = mpsc::channel();
-                (Some(tx), Some(rx))
+                (Some(tx), Some(rx), store_id)
             }
         };
         let sent = self.shared.send(Command::Publish {
@@ -608,6 +682,7 @@ impl Client {
             payload,
             qos,
             done,
+            store_id,
         });
         if let Err(e) = sent {
             if qos == QoS::AtLeastOnce {

@@ -109,6 +109,12 @@ pub struct Queue {
     pub max_bytes: usize,
     /// What happens when full (default block).
     pub on_full: OnFull,
+    /// Keep QoS 1 messages in a log in this directory until their PUBACK,
+    /// so they survive a restart or a power cut (default: memory only).
+    pub dir: Option<std::path::PathBuf>,
+    /// With `dir`: sync the log at most this long after an append instead
+    /// of before every publish returns (`None`, the default: always).
+    pub fsync_interval: Option<Duration>,
 }
 
 impl Default for Queue {
@@ -117,6 +123,8 @@ impl Default for Queue {
             max_messages: 1000,
             max_bytes: 4 * 1024 * 1024,
             on_full: OnFull::Block,
+            dir: None,
+            fsync_interval: None,
         }
     }
 }
@@ -225,6 +233,11 @@ impl Options {
             crate::config::OnFullPolicy::Block => OnFull::Block,
             crate::config::OnFullPolicy::DropOldest => OnFull::DropOldest,
             crate::config::OnFullPolicy::DropNewest => OnFull::DropNewest,
+        };
+        o.queue.dir = q.dir.clone();
+        o.queue.fsync_interval = match q.fsync {
+            crate::config::FsyncPolicy::Always => None,
+            crate::config::FsyncPolicy::IntervalMs(ms) => Some(Duration::from_millis(ms)),
         };
         o.tls = c.tls.then(|| TlsOptions {
             ca_file: c.ca_file.clone(),

@@ -21,6 +21,8 @@ pub(crate) struct Outgoing {
     /// The packet id it was last sent with; `Some` means it went out
     /// before, so it is resent with DUP set.
     pub(crate) pkid: Option<u16>,
+    /// Its record in the on-disk queue, if any.
+    pub(crate) store_id: Option<u64>,
 }
 
 /// A QoS 1 publish awaiting its PUBACK.
@@ -141,6 +143,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             done: None,
             pkid: None,
+            store_id: None,
         }
     }
 

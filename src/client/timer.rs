@@ -32,17 +32,20 @@ pub(crate) enum Deadline {
     Shutdown = 2,
     /// Time for the next reconnect attempt.
     Reconnect = 3,
+    /// Sync the on-disk queue (`fsync = interval_ms N`).
+    StoreSync = 4,
 }
 
-const KINDS: [Deadline; 4] = [
+const KINDS: [Deadline; 5] = [
     Deadline::PingDue,
     Deadline::PingResp,
     Deadline::Shutdown,
     Deadline::Reconnect,
+    Deadline::StoreSync,
 ];
 
 struct State {
-    at: [Option<Instant>; 4],
+    at: [Option<Instant>; 5],
     stop: bool,
 }
 
@@ -58,7 +61,7 @@ impl Timers {
         let fd = timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC)?;
         Ok(Timers {
             state: Mutex::new(State {
-                at: [None; 4],
+                at: [None; 5],
                 stop: false,
             }),
             fd,
@@ -87,7 +90,7 @@ impl Timers {
     /// Remove every deadline.
     pub(crate) fn clear(&self) {
         let mut st = self.lock();
-        st.at = [None; 4];
+        st.at = [None; 5];
         self.arm(&st);
     }
 
