@@ -370,6 +370,14 @@ impl Store {
                 MAX_BODY - MESSAGE_FIXED
             )));
         }
+        if self.next_id == u64::MAX {
+            return Err(Error::Limit(format!(
+                "the QoS 1 queue in {} has run out of message ids (its files claim id {}); \
+                 move its files away while no message is pending",
+                self.dir.display(),
+                u64::MAX
+            )));
+        }
         if self.segment_len() >= self.segment_target {
             self.rotate()?;
         }

@@ -534,3 +534,14 @@ fn acks_and_compaction_free_a_completely_full_disk() {
     let (_, rec) = Store::open_with(&dir, Fsync::Always, page as u64).unwrap();
     assert_eq!(ids(&rec), vec![6]);
 }
+
+#[test]
+fn a_forged_huge_base_id_is_an_error_not_repeated_ids() {
+    let d = tmp();
+    let mut seg = format::encode_header(u64::MAX).to_vec();
+    format::encode_acks(&mut seg, &[1]);
+    fs::write(d.path().join("0000000000000001.log"), &seg).unwrap();
+    let (mut s, rec) = open(d.path());
+    assert!(rec.is_empty());
+    assert!(matches!(s.append("t", b"x"), Err(Error::Limit(_))));
+}
