@@ -23,7 +23,9 @@ pub mod packet;
 pub mod platform;
 pub mod transport;
 
-pub use client::{Client, Event, Message, Messages, OnFull, Options, PublishToken, QoS};
+pub use client::{
+    Client, Event, Message, Messages, OnFull, Options, PublishToken, QoS, QueueStats,
+};
 pub use error::{Error, Result};
 pub use platform::{Identity, Limits};
 pub use transport::TlsOptions;

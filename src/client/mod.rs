@@ -104,6 +104,19 @@ pub enum Event {
     Dropped(u64),
 }
 
+/// Counters of the outgoing queue (see [`Client::queue_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Messages dropped because the queue was full.
+    pub dropped: u64,
+    /// With `[queue] dir`: messages appended to the on-disk queue since start.
+    pub stored: u64,
+    /// With `[queue] dir`: bytes written to disk since start (flash wear).
+    pub bytes_written: u64,
+    /// With `[queue] dir`: messages on disk awaiting their PUBACK.
+    pub pending: usize,
+}
+
 /// Result of a pipelined publish: wait for it, or drop it and call
 /// [`Client::flush`] later.
 #[derive(Debug)]
@@ -772,6 +785,22 @@ impl Client {
     /// Connection events.
     pub fn events(&self) -> Events {
         self.events.clone()
+    }
+
+    /// Counters of the outgoing queue: drops and, with an on-disk queue, how
+    /// much was written (bytes per message matter for flash wear).
+    pub fn queue_stats(&self) -> QueueStats {
+        let mut st = QueueStats {
+            dropped: self.shared.capacity.dropped.load(Ordering::Relaxed),
+            ..QueueStats::default()
+        };
+        if let Some(store) = &self.shared.store {
+            let s = lock(store);
+            st.stored = s.appended();
+            st.bytes_written = s.bytes_written();
+            st.pending = s.pending().0;
+        }
+        st
     }
 
     /// Whether the connection is still up.

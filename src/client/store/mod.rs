@@ -70,7 +70,6 @@
 
 // The client wires the store in with the reconnect/resend work ("Never lose
 // a message"); until then only the tests use it.
-#![cfg_attr(not(test), allow(dead_code))]
 
 mod format;
 
@@ -176,9 +175,50 @@ pub(crate) struct Store {
     bytes_written: u64,
     appended: u64,
     buf: Vec<u8>,
+    /// Holds an exclusive lock on `dir/lock` for as long as the store is open
+    /// (only its being held matters).
+    #[allow(dead_code)]
+    lock: Option<File>,
+}
+
+/// Lock the queue directory so that two processes never share it.
+fn lock_dir(dir: &Path) -> Result<File, Error> {
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::Io {
+            context: format!(
+                "cannot open the lock file of the QoS 1 queue {} ({})",
+                path.display(),
+                advice(&e)
+            ),
+            source: e,
+        })?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |e| Error::Io {
+            context: format!(
+                "another uiot process is using the QoS 1 queue in {}: give each process \
+                 its own [queue] dir",
+                dir.display()
+            ),
+            source: e.into(),
+        },
+    )?;
+    Ok(file)
 }
 
 impl Store {
+    /// Tests: vanish like a killed process (nothing flushed, the lock
+    /// released as the kernel would).
+    #[cfg(test)]
+    pub(crate) fn crash(mut self) {
+        self.lock = None;
+        std::mem::forget(self);
+    }
+
     /// Open (creating the dir if needed) and recover: the unacknowledged
     /// records in order.
     pub(crate) fn open(dir: &Path, fsync: Fsync) -> Result<(Store, Vec<Stored>), Error> {
@@ -202,6 +242,7 @@ impl Store {
                 ),
                 source: e,
             })?;
+        let lock = lock_dir(dir)?;
         let seqs = list_segments(dir)?;
 
         let mut segments = BTreeMap::new();
@@ -354,6 +395,7 @@ impl Store {
             bytes_written: store_bytes,
             appended: 0,
             buf: Vec::new(),
+            lock: Some(lock),
         };
         Ok((store, recovered))
     }

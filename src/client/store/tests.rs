@@ -102,7 +102,7 @@ fn appends_survive_a_crash_without_sync_in_interval_mode() {
     let (mut s, _) = Store::open(d.path(), interval()).unwrap();
     s.append("t", b"a").unwrap();
     s.append("t", b"b").unwrap();
-    std::mem::forget(s);
+    s.crash();
     let (_, rec) = Store::open(d.path(), interval()).unwrap();
     assert_eq!(ids(&rec), vec![1, 2]);
 }
@@ -114,12 +114,12 @@ fn buffered_acks_reach_the_disk_with_the_next_append() {
     s.append("t", b"1").unwrap();
     s.append("t", b"2").unwrap();
     s.ack(1).unwrap();
-    std::mem::forget(s); // ack only buffered: message 1 comes back (a duplicate, not a loss)
+    s.crash(); // ack only buffered: message 1 comes back (a duplicate, not a loss)
     let (mut s, rec) = open(d.path());
     assert_eq!(ids(&rec), vec![1, 2]);
     s.ack(1).unwrap();
     s.append("t", b"3").unwrap();
-    std::mem::forget(s);
+    s.crash();
     let (_, rec) = open(d.path());
     assert_eq!(ids(&rec), vec![2, 3]);
 }
@@ -544,4 +544,17 @@ fn a_forged_huge_base_id_is_an_error_not_repeated_ids() {
     let (mut s, rec) = open(d.path());
     assert!(rec.is_empty());
     assert!(matches!(s.append("t", b"x"), Err(Error::Limit(_))));
+}
+
+#[test]
+fn a_second_process_cannot_share_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_first, _) = Store::open(dir.path(), Fsync::Always).unwrap();
+    match Store::open(dir.path(), Fsync::Always) {
+        Err(Error::Io { context, .. }) => {
+            assert!(context.contains("another uiot process"), "{context}")
+        }
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("opened twice"),
+    }
 }
