@@ -472,3 +472,43 @@ fn the_rate_limiter_holds_30_per_second() {
     }
     client.disconnect().unwrap();
 }
+
+#[test]
+fn redeliveries_are_dropped_across_a_reconnect_that_keeps_the_session() {
+    let topic = "/prodprodprod0001/devicedevice0001/set";
+    let mut dup = peer::publish(topic, b"once", 1, 5);
+    dup[0] |= 0x08;
+    let peer = FakePeer::start_sessions(vec![
+        vec![
+            Step::ConnAckNext(0),
+            Step::Send(peer::publish(topic, b"once", 1, 5)),
+            Step::Expect(peer::PUBACK),
+            Step::Close,
+        ],
+        vec![
+            Step::Expect(peer::CONNECT),
+            Step::Send(peer::connack(0, true)),
+            Step::Send(dup),
+            Step::Expect(peer::PUBACK),
+            Step::Send(peer::publish(topic, b"new", 1, 6)),
+            Step::Expect(peer::PUBACK),
+            Step::Silent,
+        ],
+    ]);
+    let mut o = peer_options(&peer);
+    o.clean_session = false;
+    o.reconnect.min = Duration::from_millis(50);
+    o.reconnect.max = Duration::from_millis(100);
+    let client = Client::connect(o).unwrap();
+    let m = client.messages();
+    assert_eq!(
+        m.recv_timeout(Duration::from_secs(3)).unwrap().payload,
+        b"once"
+    );
+    assert_eq!(
+        m.recv_timeout(Duration::from_secs(3)).unwrap().payload,
+        b"new"
+    );
+    peer.wait_done(Duration::from_secs(3)).unwrap();
+    assert!(m.try_recv().is_none(), "a redelivery was handed over twice");
+}
