@@ -329,24 +329,9 @@ impl Io {
             .iter()
             .map(|(f, q)| (f.clone(), *q))
             .collect();
-        let id = self.session.next_id();
-        let pkt = Packet::Subscribe(packet::Subscribe {
-            pkid: id,
-            filters: filters.iter().map(|(f, q)| (f.clone(), q.wire())).collect(),
-        });
-        match pkt.encode(&mut self.tx) {
-            Ok(()) => {
-                log::info!("restoring {} subscription(s)", filters.len());
-                log::debug!(target: "uiot::wire", "-> {}", pkt.summary());
-                self.session.pending_subs.insert(
-                    id,
-                    PendingSub {
-                        filters,
-                        done: None,
-                    },
-                );
-            }
-            Err(e) => log::error!("cannot restore the subscriptions: {e}"),
+        log::info!("restoring {} subscription(s)", filters.len());
+        if let Err(e) = self.send_subscribe(filters, None) {
+            log::error!("cannot restore the subscriptions: {e}");
         }
     }
 
@@ -793,26 +778,28 @@ impl Io {
                 return Ok(());
             }
         }
+        if let Err(e) = self.send_subscribe(filters, Some(done.clone())) {
+            let _ = done.send(Err(Error::Protocol(e)));
+        }
+        Ok(())
+    }
+
+    /// Encode a SUBSCRIBE and remember it until its SUBACK.
+    fn send_subscribe(
+        &mut self,
+        filters: Vec<(String, QoS)>,
+        done: Option<Sender<Result<Vec<QoS>, Error>>>,
+    ) -> Result<(), packet::PacketError> {
         let id = self.session.next_id();
         let pkt = Packet::Subscribe(packet::Subscribe {
             pkid: id,
             filters: filters.iter().map(|(f, q)| (f.clone(), q.wire())).collect(),
         });
-        match pkt.encode(&mut self.tx) {
-            Ok(()) => {
-                log::debug!(target: "uiot::wire", "-> {}", pkt.summary());
-                self.session.pending_subs.insert(
-                    id,
-                    PendingSub {
-                        filters,
-                        done: Some(done),
-                    },
-                );
-            }
-            Err(e) => {
-                let _ = done.send(Err(Error::Protocol(e)));
-            }
-        }
+        pkt.encode(&mut self.tx)?;
+        log::debug!(target: "uiot::wire", "-> {}", pkt.summary());
+        self.session
+            .pending_subs
+            .insert(id, PendingSub { filters, done });
         Ok(())
     }
 

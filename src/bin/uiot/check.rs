@@ -42,13 +42,15 @@ pub fn run(args: &mut lexopt::Parser) -> Result<(), Failure> {
     cli::init_logging(false);
     let config = cli::load_config(flag)?;
     if config.connection.tls && !uiot::transport::TLS_AVAILABLE {
-        return Err(Failure::Uiot(uiot::Error::Config(uiot::config::ConfigError {
-            problems: vec![format!(
-                "{}: [connection] tls = true: this uiot was built without TLS (cargo feature \
+        return Err(Failure::Uiot(uiot::Error::Config(
+            uiot::config::ConfigError {
+                problems: vec![format!(
+                    "{}: [connection] tls = true: this uiot was built without TLS (cargo feature \
                  `tls`); set tls = false (port 1883), or install a build with TLS",
-                config.path.display()
-            )],
-        })));
+                    config.path.display()
+                )],
+            },
+        )));
     }
     let build = if uiot::transport::TLS_AVAILABLE {
         "with TLS"
