@@ -620,13 +620,7 @@ impl Store {
     /// Finish the active segment (acks written, data synced) and start a new
     /// one.
     fn rotate(&mut self) -> Result<(), Error> {
-        self.write_acks()?;
-        if self.dirty {
-            self.active
-                .sync_data()
-                .map_err(|e| write_error(&self.dir, e))?;
-            self.dirty = false;
-        }
+        self.sync()?;
         let seq = self.active_seq.saturating_add(1);
         let file = create_segment(&self.dir, seq, self.next_id, &mut self.bytes_written)?;
         self.segments
