@@ -687,7 +687,7 @@ impl Io {
     }
 
     fn dropped(&self, what: &str) {
-        let n = self.shared.capacity.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self.shared.capacity.dropped.fetch_add(1, Ordering::Relaxed) as u64 + 1;
         if n == 1 || n % 100 == 0 {
             log::warn!("queue full: dropped {what} ({n} dropped so far)");
         }

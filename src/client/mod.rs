@@ -28,7 +28,8 @@ mod session;
 pub(crate) mod store;
 mod timer;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+// No 64-bit atomics: 32-bit MIPS (OpenWrt routers) has none.
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -188,7 +189,7 @@ pub(crate) struct Capacity {
     max_bytes: usize,
     on_full: OnFull,
     /// Messages dropped under drop_oldest / drop_newest.
-    pub(crate) dropped: AtomicU64,
+    pub(crate) dropped: AtomicUsize,
 }
 
 impl Capacity {
@@ -215,9 +216,8 @@ pub(crate) struct Shared {
     pub(crate) limiter: Mutex<RateLimiter>,
     pub(crate) closed: Mutex<Option<String>>,
     pub(crate) is_closed: AtomicBool,
-    /// Milliseconds since `epoch` of the last write to the socket.
-    pub(crate) last_sent_ms: AtomicU64,
-    pub(crate) epoch: Instant,
+    /// When the socket was last written to.
+    pub(crate) last_sent: Mutex<Instant>,
     pub(crate) timers: Arc<Timers>,
     pub(crate) options: Options,
     /// The on-disk queue (`[queue] dir`).
@@ -276,12 +276,11 @@ impl Shared {
     }
 
     pub(crate) fn note_sent(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
-        self.last_sent_ms.store(ms, Ordering::Relaxed);
+        *lock(&self.last_sent) = Instant::now();
     }
 
     pub(crate) fn last_sent(&self) -> Instant {
-        self.epoch + Duration::from_millis(self.last_sent_ms.load(Ordering::Relaxed))
+        *lock(&self.last_sent)
     }
 
     /// Take room for a message of `bytes` bytes, per the `on_full` policy.
@@ -518,13 +517,12 @@ impl Client {
                 max_messages: options.queue.max_messages.max(1),
                 max_bytes: options.queue.max_bytes.max(1),
                 on_full: options.queue.on_full,
-                dropped: AtomicU64::new(0),
+                dropped: AtomicUsize::new(0),
             },
             limiter: Mutex::new(RateLimiter::new(&options.limits)),
             closed: Mutex::new(None),
             is_closed: AtomicBool::new(false),
-            last_sent_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
+            last_sent: Mutex::new(Instant::now()),
             timers: timers.clone(),
             options,
             store,
@@ -791,7 +789,7 @@ impl Client {
     /// much was written (bytes per message matter for flash wear).
     pub fn queue_stats(&self) -> QueueStats {
         let mut st = QueueStats {
-            dropped: self.shared.capacity.dropped.load(Ordering::Relaxed),
+            dropped: self.shared.capacity.dropped.load(Ordering::Relaxed) as u64,
             ..QueueStats::default()
         };
         if let Some(store) = &self.shared.store {

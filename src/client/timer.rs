@@ -123,7 +123,8 @@ impl Timers {
             },
             it_value: Timespec {
                 tv_sec: wait.as_secs().try_into().unwrap_or(i64::MAX),
-                tv_nsec: wait.subsec_nanos().into(),
+                // Below 1e9, so it fits the i32 `tv_nsec` of 32-bit targets.
+                tv_nsec: wait.subsec_nanos() as _,
             },
         };
         if let Err(e) = timerfd_settime(&self.fd, TimerfdTimerFlags::empty(), &spec) {
