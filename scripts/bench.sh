@@ -408,9 +408,13 @@ t1_mosq_rate=$mosq_rate t1_mosq_cpu=$mosq_cpu t1_mosq_rss=$mosq_rss
 # The library's connect time: only `Client::connect` is timed (thread start,
 # TCP connect, TLS handshake with the CA file read and the certificate
 # checked, CONNECT until CONNACK); the disconnect after each is not.
+# The third variant points OpenSSL's default CA file at the bench CA
+# (SSL_CERT_FILE, SSL_CERT_DIR): native-tls loads that default store while
+# building its connector, before uiot replaces it with ca_file, so this shows
+# what the system CA bundle (/etc/ssl/certs) costs on every connect.
 say "library connect time (Client::connect until CONNACK), $connect_count connects" \
-  "x $runs runs, plain and TLS"
-cp_meds=() cp_p99s=() ct_meds=() ct_p99s=()
+  "x $runs runs: plain, TLS, TLS without the system CA bundle"
+cp_meds=() cp_p99s=() ct_meds=() ct_p99s=() cs_meds=() cs_p99s=()
 for ((i = 1; i <= runs; i++)); do
   run_timed "bench_pub connect (plain)" /dev/null \
     "$bench_pub" "$port" 0 "$connect_count" 0 connect
@@ -418,14 +422,21 @@ for ((i = 1; i <= runs; i++)); do
   run_timed "bench_pub connect (tls)" /dev/null \
     env BENCH_CA="$ca" BENCH_HOST=localhost "$bench_pub" "$tls_port" 0 "$connect_count" 0 connect
   ct_meds+=("$(field connect_median_us "$out")"); ct_p99s+=("$(field connect_p99_us "$out")")
+  run_timed "bench_pub connect (tls, SSL_CERT_FILE)" /dev/null \
+    env SSL_CERT_FILE="$ca" SSL_CERT_DIR="$work/no-such-dir" BENCH_CA="$ca" \
+    BENCH_HOST=localhost "$bench_pub" "$tls_port" 0 "$connect_count" 0 connect
+  cs_meds+=("$(field connect_median_us "$out")"); cs_p99s+=("$(field connect_p99_us "$out")")
   say "  run $i: plain median ${cp_meds[-1]} us p99 ${cp_p99s[-1]} us," \
-    "TLS median ${ct_meds[-1]} us p99 ${ct_p99s[-1]} us"
+    "TLS median ${ct_meds[-1]} us p99 ${ct_p99s[-1]} us," \
+    "TLS without the system bundle median ${cs_meds[-1]} us p99 ${cs_p99s[-1]} us"
 done
-for v in "${cp_meds[@]}" "${cp_p99s[@]}" "${ct_meds[@]}" "${ct_p99s[@]}"; do
+for v in "${cp_meds[@]}" "${cp_p99s[@]}" "${ct_meds[@]}" "${ct_p99s[@]}" \
+  "${cs_meds[@]}" "${cs_p99s[@]}"; do
   [[ "$v" =~ ^[0-9.]+$ ]] || die "bench_pub connect printed no number (got '$v'); run it by hand"
 done
 conn_plain_med=$(median "${cp_meds[@]}") conn_plain_p99=$(median "${cp_p99s[@]}")
 conn_tls_med=$(median "${ct_meds[@]}") conn_tls_p99=$(median "${ct_p99s[@]}")
+conn_slim_med=$(median "${cs_meds[@]}") conn_slim_p99=$(median "${cs_p99s[@]}")
 
 # proc_ms LABEL CMD...: the wall time of one whole process in ms (from just
 # before `timeout` starts it until it exits), in $ms.
@@ -546,9 +557,11 @@ echo "| $t0s: peak RSS | $(num "$t0_uiot_rss") KB | $(num "$t0_mosq_rss") KB | $
 echo "| $t1s vs \`mosquitto_pub -l --cafile\`, end to end: msgs/s | $(num "$t1_uiot_rate") | $(num "$t1_mosq_rate") | $(ratio "$t1_uiot_rate" "$t1_mosq_rate") | - | - |"
 echo "| $t1s: CPU (user+sys) per msg | $t1_uiot_cpu us | $t1_mosq_cpu us | $(ratio "$t1_uiot_cpu" "$t1_mosq_cpu") | - | - |"
 echo "| $t1s: peak RSS | $(num "$t1_uiot_rss") KB | $(num "$t1_mosq_rss") KB | $(ratio "$t1_uiot_rss" "$t1_mosq_rss") | - | - |"
+# ms_pair MEDIAN_US P99_US: "M / P ms".
+ms_pair() { awk -v m="$1" -v p="$2" 'BEGIN { printf "%.2f / %.2f ms", m / 1000, p / 1000 }'; }
 conn="$(num "$connect_count") connects x $runs runs: median / p99"
-echo "| Library connect, plain TCP: \`Client::connect\` until CONNACK, $conn | $conn_plain_med / $conn_plain_p99 us | - | - | - | - |"
-echo "| Library connect, TLS: \`Client::connect\` (TCP, TLS handshake, CONNECT) until CONNACK, $conn | $conn_tls_med / $conn_tls_p99 us | - | - | - | - |"
+echo "| Library connect, plain TCP: \`Client::connect\` until CONNACK, $conn | $(ms_pair "$conn_plain_med" "$conn_plain_p99") | - | - | - | - |"
+echo "| Library connect, TLS: \`Client::connect\` (TCP, TLS handshake, CONNECT) until CONNACK, $conn (reference: the same with SSL_CERT_FILE = the bench CA, so the system CA bundle is not loaded) | $(ms_pair "$conn_tls_med" "$conn_tls_p99") | $(ms_pair "$conn_slim_med" "$conn_slim_p99") | $(ratio "$conn_tls_med" "$conn_slim_med") | - | - |"
 one="One empty message, whole process (start, connect, publish, disconnect, exit), median of $((runs * proc_count))"
 echo "| $one, plain: \`uiot pub -m ''\` vs \`mosquitto_pub -n\` | ${one_uiot[plain]} ms | ${one_mosq[plain]} ms | $(ratio "${one_uiot[plain]}" "${one_mosq[plain]}") | - | - |"
 echo "| $one, TLS: \`uiot pub -m ''\` vs \`mosquitto_pub --cafile -n\` | ${one_uiot[tls]} ms | ${one_mosq[tls]} ms | $(ratio "${one_uiot[tls]}" "${one_mosq[tls]}") | - | - |"
