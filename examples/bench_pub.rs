@@ -3,8 +3,9 @@
 //! Owns: the library-API rows of the benchmark table (docs/bench.md).
 //! Must not touch: the library itself; it measures, it does not tune.
 //!
-//! `bench_pub PORT QOS COUNT SIZE [rtt|raw-rtt]` talks to 127.0.0.1:PORT as
-//! an anonymous client with the limits off:
+//! `bench_pub PORT QOS COUNT SIZE [rtt|raw-rtt|connect]` talks to the broker
+//! on PORT (127.0.0.1, or `BENCH_HOST`) as an anonymous client with the
+//! limits off:
 //! - without a mode: pipelines COUNT messages of SIZE bytes, waits until all
 //!   are written (QoS 0) or acknowledged (QoS 1), and prints
 //!   `msgs_per_s N seconds S` (connecting is not timed);
@@ -12,20 +13,27 @@
 //!   `rtt_median_us M rtt_p99_us P`;
 //! - `raw-rtt`: the same round trips over a bare blocking `TcpStream` with
 //!   hand-made packets and no client library, i.e. the floor set by the
-//!   broker and loopback TCP, printed the same way.
+//!   broker and loopback TCP, printed the same way (plain TCP only);
+//! - `connect`: COUNT times `Client::connect` then `disconnect`, timing only
+//!   `Client::connect` (thread start, TCP connect, TLS handshake if any,
+//!   CONNECT until CONNACK); prints `connect_median_us M connect_p99_us P`.
+//!   QOS and SIZE are ignored.
 //!
 //! Environment: `BENCH_TOPIC` (default `bench/lib`), `BENCH_USER` and
-//! `BENCH_PASS` (optional login).
+//! `BENCH_PASS` (optional login), `BENCH_CA` (a PEM CA file: connect over
+//! TLS, trusting only that CA, with the host name checked), `BENCH_HOST`
+//! (default `localhost` with `BENCH_CA`, else `127.0.0.1`; the certificate
+//! must name it).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use uiot::{Client, Limits, Options, QoS};
+use uiot::{Client, Limits, Options, QoS, TlsOptions};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-const USAGE: &str = "usage: bench_pub PORT QOS COUNT SIZE [rtt|raw-rtt]";
+const USAGE: &str = "usage: bench_pub PORT QOS COUNT SIZE [rtt|raw-rtt|connect]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -47,24 +55,50 @@ fn main() -> Result<()> {
     let topic = std::env::var("BENCH_TOPIC").unwrap_or_else(|_| "bench/lib".into());
     let payload = vec![b'x'; size];
     let client_id = format!("bench-{}", std::process::id());
+    let ca_file = std::env::var_os("BENCH_CA").map(std::path::PathBuf::from);
+    let default_host = if ca_file.is_some() {
+        "localhost"
+    } else {
+        "127.0.0.1"
+    };
+    let host = std::env::var("BENCH_HOST").unwrap_or_else(|_| default_host.into());
 
     if mode == "raw-rtt" {
-        let times = raw_round_trips(port, &client_id, &topic, &payload, count)?;
-        print_rtt(times);
+        if ca_file.is_some() {
+            return Err("raw-rtt speaks plain TCP only; unset BENCH_CA".into());
+        }
+        let times = raw_round_trips(&host, port, &client_id, &topic, &payload, count)?;
+        print_quantiles("rtt", times);
         return Ok(());
     }
-    if !mode.is_empty() && mode != "rtt" {
+    if !["", "rtt", "connect"].contains(&mode.as_str()) {
         return Err(format!("unknown mode '{mode}'; {USAGE}").into());
     }
 
-    let mut options = Options::new("127.0.0.1", port, client_id);
+    let mut options = Options::new(host, port, client_id);
     if let (Ok(user), Ok(pass)) = (std::env::var("BENCH_USER"), std::env::var("BENCH_PASS")) {
         options.username = Some(user);
         options.password = Some(pass);
     }
     options.limits = Limits::unlimited();
-    let client = Client::connect(options)?;
+    options.tls = ca_file.map(|path| TlsOptions {
+        ca_file: Some(path),
+        verify_hostname: true,
+    });
 
+    if mode == "connect" {
+        let mut times = Vec::with_capacity(count);
+        for _ in 0..count {
+            let t = Instant::now();
+            let client = Client::connect(options.clone())?;
+            times.push(t.elapsed());
+            client.disconnect()?;
+        }
+        print_quantiles("connect", times);
+        return Ok(());
+    }
+
+    let client = Client::connect(options)?;
     if mode == "rtt" {
         let mut times = Vec::with_capacity(count);
         for _ in 0..count {
@@ -72,7 +106,7 @@ fn main() -> Result<()> {
             client.publish(&topic, &payload, QoS::AtLeastOnce)?;
             times.push(t.elapsed());
         }
-        print_rtt(times);
+        print_quantiles("rtt", times);
     } else {
         let t = Instant::now();
         for _ in 0..count {
@@ -86,8 +120,8 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Prints the median and p99 (nearest rank) of the round-trip times.
-fn print_rtt(mut times: Vec<Duration>) {
+/// Prints `NAME_median_us M NAME_p99_us P` (nearest rank) of the times.
+fn print_quantiles(name: &str, mut times: Vec<Duration>) {
     times.sort();
     let pick = |q: f64| {
         let rank = ((times.len() as f64 * q).ceil() as usize).max(1);
@@ -97,7 +131,7 @@ fn print_rtt(mut times: Vec<Duration>) {
             .map_or(0.0, |d| d.as_secs_f64() * 1e6)
     };
     println!(
-        "rtt_median_us {:.1} rtt_p99_us {:.1}",
+        "{name}_median_us {:.1} {name}_p99_us {:.1}",
         pick(0.5),
         pick(0.99)
     );
@@ -129,13 +163,14 @@ fn put_str(out: &mut Vec<u8>, s: &[u8]) -> Result<()> {
 /// QoS 1 round trips without the library: CONNECT, then COUNT times
 /// PUBLISH and a blocking read of its 4-byte PUBACK, then DISCONNECT.
 fn raw_round_trips(
+    host: &str,
     port: u16,
     client_id: &str,
     topic: &str,
     payload: &[u8],
     count: usize,
 ) -> Result<Vec<Duration>> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    let mut s = TcpStream::connect((host, port))?;
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
 

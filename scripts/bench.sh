@@ -17,13 +17,22 @@
 #   3. The library API (examples/bench_pub.rs): QoS 0 100k and QoS 1 20k
 #      msgs/s, the median and p99 of 5,000 blocking QoS 1 round trips, and
 #      its peak RSS.
-#   4. Context switches of an idle `uiot sub` (keep-alive 30) over 65 s,
+#   4. TLS: rows 1 and 2 again over TLS (`uiot pub -l` with tls = true and
+#      the bench CA vs `mosquitto_pub -l --cafile CA -h localhost`); the
+#      library's connect time (`Client::connect`: TCP connect, TLS handshake,
+#      CONNECT until CONNACK), plain and TLS; and the wall time of a whole
+#      process that publishes one empty message, `uiot pub -m ''` vs
+#      `mosquitto_pub -n` (includes process start, connect and disconnect),
+#      plain and TLS.
+#   5. Context switches of an idle `uiot sub` (keep-alive 30) over 65 s,
 #      every thread counted, beside an idle `mosquitto_sub -k 30` measured at
 #      the same instants.
 #
 # Everything runs against a private Mosquitto (anonymous, no queue limit,
-# no persistence) listening on 127.0.0.1 only, on a free port. Every
-# process it starts is bounded by `timeout` and killed on exit.
+# no persistence, TCP_NODELAY) listening on 127.0.0.1 only: plain MQTT on a
+# free port and TLS on the next one, with a throw-away CA and a server
+# certificate for localhost/127.0.0.1 made by the openssl CLI in the temp
+# dir. Every process it starts is bounded by `timeout` and killed on exit.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,6 +42,8 @@ q0_count=100000  # messages in the QoS 0 rows
 q1_count=20000   # messages in the QoS 1 rows
 msg_size=64      # payload bytes of every message
 rtt_count=5000   # blocking QoS 1 round trips for the latency row
+connect_count=100 # library connects per run for the connect rows
+proc_count=20    # single-message processes per client, transport and run
 idle_secs=65     # length of the idle window
 keep_alive=30    # keep-alive of both idle subscribers
 run_limit=60     # seconds any single measured command may take
@@ -49,7 +60,7 @@ while [ $# -gt 0 ]; do
     --runs)
       [ $# -ge 2 ] || die "--runs needs a number, e.g. --runs 5"
       runs=$2; shift ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1'; usage: $0 [--quick] [--runs N]" ;;
   esac
   shift
@@ -65,6 +76,7 @@ missing=()
 command -v mosquitto_pub >/dev/null 2>&1 && command -v mosquitto_sub >/dev/null 2>&1 \
   || missing+=(mosquitto-clients)
 [ -x /usr/bin/time ] || missing+=(time)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] \
     || die "missing ${missing[*]}; install as root: apt-get install -y ${missing[*]}"
@@ -106,17 +118,51 @@ if ! [ -x "$uiot" ] || ! [ -x "$bench_pub" ]; then
   die "built binaries not found in $target; is CARGO_TARGET_DIR set differently?"
 fi
 
+# ---- certificates -------------------------------------------------------------
+# A throw-away CA and a server certificate (RSA 2048, SHA-256, two days)
+# for DNS:localhost and IP:127.0.0.1, signed by it.
+say "making a throw-away CA and a server certificate for localhost (openssl)"
+ca="$work/ca.pem"
+make_certs() {
+  openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 2 \
+    -keyout "$work/ca.key" -out "$ca" -subj "/CN=uiot bench CA" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign"
+  openssl req -newkey rsa:2048 -nodes -sha256 \
+    -keyout "$work/server.key" -out "$work/server.csr" -subj "/CN=localhost"
+  printf '%s\n' "basicConstraints=CA:FALSE" \
+    "keyUsage=critical,digitalSignature,keyEncipherment" \
+    "extendedKeyUsage=serverAuth" \
+    "subjectAltName=DNS:localhost,IP:127.0.0.1" > "$work/server.ext"
+  openssl x509 -req -sha256 -days 2 -in "$work/server.csr" \
+    -CA "$ca" -CAkey "$work/ca.key" -set_serial 1 \
+    -extfile "$work/server.ext" -out "$work/server.pem"
+  openssl verify -CAfile "$ca" "$work/server.pem"
+}
+make_certs > "$work/openssl.log" 2>&1 \
+  || die "openssl could not make the bench certificates: $(cat "$work/openssl.log")"
+
 # ---- broker ------------------------------------------------------------------
-# Start a private Mosquitto on the first free port from a random start.
+# Start a private Mosquitto on the first two free ports from a random start:
+# plain MQTT on $port, TLS on $tls_port = $port + 1.
 start_broker() {
   local try conf log pid
   port=$((20000 + RANDOM % 20000))
   for try in 1 2 3 4 5 6 7 8 9 10; do
+    tls_port=$((port + 1))
     conf="$work/mosquitto.conf"
     log="$work/mosquitto.log"
     {
       echo "listener $port 127.0.0.1"
+      echo "listener $tls_port 127.0.0.1"
+      echo "cafile $ca"
+      echo "certfile $work/server.pem"
+      echo "keyfile $work/server.key"
       echo "allow_anonymous true"
+      # Mosquitto leaves Nagle on by default; production brokers usually
+      # turn it off. With it on, each TLS connect waits ~40 ms for a delayed
+      # ACK (session tickets, then CONNACK), for every client alike.
+      echo "set_tcp_nodelay true"
       echo "max_queued_messages 0"
       echo "persistence false"
       echo "log_dest file $log"
@@ -136,7 +182,7 @@ start_broker() {
     for _ in $(seq 50); do
       if grep -q 'mosquitto version .* running' "$log"; then
         pids+=("$pid")
-        say "broker: mosquitto pid $pid on 127.0.0.1:$port"
+        say "broker: mosquitto pid $pid on 127.0.0.1:$port (plain) and :$tls_port (TLS)"
         return 0
       fi
       kill -0 "$pid" 2>/dev/null || break
@@ -144,13 +190,22 @@ start_broker() {
     done
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    say "port $port unusable (try $try): $(tail -n 1 "$log")"
-    port=$((port + 1))
+    say "port $port or $tls_port unusable (try $try): $(tail -n 1 "$log")"
+    port=$((port + 2))
   done
   die "mosquitto did not start on 10 ports; its last log: $(cat "$log")"
 }
-port=0
+port=0 tls_port=0
 start_broker
+# What a client on the system's OpenSSL negotiates with this listener (both
+# uiot, through native-tls, and mosquitto_pub use it, neither caps the version).
+tls_session=$(timeout 10 openssl s_client -connect "127.0.0.1:$tls_port" \
+  -servername localhost -verify_hostname localhost -CAfile "$ca" -brief < /dev/null 2>&1 \
+  | awk -F': ' '/^Protocol version/ { v = $2 } /^Ciphersuite/ { c = $2 }
+                /^Verification: OK/ { ok = 1 } END { if (ok) print v ", " c }') || true
+[ -n "$tls_session" ] \
+  || die "openssl s_client could not verify the TLS listener on 127.0.0.1:$tls_port; see $work/mosquitto.log"
+say "TLS listener: $tls_session, certificate verified for localhost"
 
 # ---- inputs and configurations ------------------------------------------------
 # Lines of exactly $msg_size bytes (a zero-padded counter) plus a newline.
@@ -162,7 +217,12 @@ head -n "$q1_count" "$work/q0.txt" > "$work/q1.txt"
 
 # A uiot config for this broker; each role gets its own device (client id),
 # since two connections with one client id kick each other.
+# write_config FILE DEVICE_SN [tls]
 write_config() {
+  local host=127.0.0.1 p=$port tls=false ca_line=""
+  if [ "${3:-}" = tls ]; then
+    host=localhost p=$tls_port tls=true ca_line="ca_file = $ca"
+  fi
   cat > "$1" <<EOF
 [device]
 product_sn = benchproduct0001
@@ -170,9 +230,10 @@ device_sn = $2
 device_secret = unused-anonymous-broker
 
 [connection]
-host = 127.0.0.1
-port = $port
-tls = false
+host = $host
+port = $p
+tls = $tls
+$ca_line
 keep_alive = $keep_alive
 
 [limits]
@@ -180,9 +241,12 @@ enforce = false
 EOF
 }
 write_config "$work/pub.ini" bench-pub-0001
+write_config "$work/pub-tls.ini" bench-pub-0001 tls
 write_config "$work/sub.ini" bench-idle-0001
-"$uiot" check -c "$work/pub.ini" > /dev/null \
-  || die "uiot check rejected the generated config $work/pub.ini"
+for f in pub.ini pub-tls.ini; do
+  "$uiot" check -c "$work/$f" > /dev/null \
+    || die "uiot check rejected the generated config $work/$f"
+done
 
 # ---- measuring helpers --------------------------------------------------------
 # run_timed LABEL INPUT CMD...: runs CMD with INPUT on stdin under GNU time and
@@ -212,29 +276,44 @@ median() {
   printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
 
+# minimum X...: the smallest value.
+minimum() { printf '%s\n' "$@" | sort -g | head -n 1; }
+
 # The value after NAME in bench_pub's "name value name value" output.
 field() { awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($i == k) print $(i + 1) }' <<< "$2"; }
 
-# bench_cli QOS COUNT INPUT: runs `uiot pub -l` and `mosquitto_pub -l`
-# alternately $runs times (so drift hits both alike); sets
-# {uiot,mosq}_{rate,cpu,rss} to the medians.
+# mosq_args TRANSPORT: how mosquitto_pub reaches the broker (plain or tls);
+# over TLS it trusts only the bench CA and checks the name localhost.
+mosq_args() {
+  if [ "$1" = tls ]; then
+    printf '%s\n' -h localhost -p "$tls_port" --cafile "$ca"
+  else
+    printf '%s\n' -h 127.0.0.1 -p "$port"
+  fi
+}
+
+# bench_cli QOS COUNT INPUT TRANSPORT: runs `uiot pub -l` and
+# `mosquitto_pub -l` alternately $runs times (so drift hits both alike) over
+# TRANSPORT (plain or tls); sets {uiot,mosq}_{rate,cpu,rss} to the medians.
 bench_cli() {
-  local qos=$1 count=$2 input=$3 i who
-  local -a u_rate=() u_cpu=() u_rss=() m_rate=() m_cpu=() m_rss=()
+  local qos=$1 count=$2 input=$3 transport=$4 i who ini=pub.ini
+  local -a u_rate=() u_cpu=() u_rss=() m_rate=() m_cpu=() m_rss=() mosq
+  [ "$transport" = plain ] || ini=pub-tls.ini
+  mapfile -t mosq < <(mosq_args "$transport")
   for ((i = 1; i <= runs; i++)); do
     for who in uiot mosq; do
       if [ "$who" = uiot ]; then
-        run_timed "uiot pub -q $qos -l" "$input" \
-          "$uiot" pub -c "$work/pub.ini" -t "/bench/q$qos" -q "$qos" -l
+        run_timed "uiot pub -q $qos -l ($transport)" "$input" \
+          "$uiot" pub -c "$work/$ini" -t "/bench/q$qos" -q "$qos" -l
       else
-        run_timed "mosquitto_pub -q $qos -l" "$input" \
-          mosquitto_pub -h 127.0.0.1 -p "$port" -V mqttv311 -i "bench-mosq-pub" \
+        run_timed "mosquitto_pub -q $qos -l ($transport)" "$input" \
+          mosquitto_pub "${mosq[@]}" -V mqttv311 -i "bench-mosq-pub" \
           -t "/bench/q$qos" -q "$qos" -l
       fi
       local rate cpm
       rate=$(awk -v n="$count" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')
       cpm=$(awk -v n="$count" -v c="$cpu" 'BEGIN { printf "%.2f", c * 1e6 / n }')
-      say "  run $i $who qos $qos: $rate msgs/s, ${wall}s wall, ${cpu}s cpu, $cpm us/msg, ${rss} KB"
+      say "  run $i $who qos $qos $transport: $rate msgs/s, ${wall}s wall, ${cpu}s cpu, $cpm us/msg, ${rss} KB"
       if [ "$who" = uiot ]; then
         u_rate+=("$rate"); u_cpu+=("$cpm"); u_rss+=("$rss")
       else
@@ -274,11 +353,11 @@ ctx_detail() {
 
 # ---- 1 + 2: the CLI publishers ------------------------------------------------
 say "QoS 0: $q0_count x $msg_size B, uiot pub -l vs mosquitto_pub -l, $runs runs each"
-bench_cli 0 "$q0_count" "$work/q0.txt"
+bench_cli 0 "$q0_count" "$work/q0.txt" plain
 q0_uiot_rate=$uiot_rate q0_uiot_cpu=$uiot_cpu q0_uiot_rss=$uiot_rss
 q0_mosq_rate=$mosq_rate q0_mosq_cpu=$mosq_cpu q0_mosq_rss=$mosq_rss
 say "QoS 1: $q1_count x $msg_size B, uiot pub -l vs mosquitto_pub -l, $runs runs each"
-bench_cli 1 "$q1_count" "$work/q1.txt"
+bench_cli 1 "$q1_count" "$work/q1.txt" plain
 q1_uiot_rate=$uiot_rate q1_uiot_cpu=$uiot_cpu q1_uiot_rss=$uiot_rss
 q1_mosq_rate=$mosq_rate q1_mosq_cpu=$mosq_cpu q1_mosq_rss=$mosq_rss
 
@@ -315,7 +394,86 @@ lib1_rate=$(median "${l1_rates[@]}") lib1_rss=$(median "${l1_rsss[@]}")
 rtt_med=$(median "${rtt_meds[@]}") rtt_p99=$(median "${rtt_p99s[@]}")
 raw_med=$(median "${raw_meds[@]}") raw_p99=$(median "${raw_p99s[@]}")
 
-# ---- 4: idle subscribers ------------------------------------------------------
+# ---- 4: TLS -------------------------------------------------------------------
+say "TLS ($tls_session): QoS 0: $q0_count x $msg_size B, uiot pub -l vs" \
+  "mosquitto_pub -l --cafile, $runs runs each"
+bench_cli 0 "$q0_count" "$work/q0.txt" tls
+t0_uiot_rate=$uiot_rate t0_uiot_cpu=$uiot_cpu t0_uiot_rss=$uiot_rss
+t0_mosq_rate=$mosq_rate t0_mosq_cpu=$mosq_cpu t0_mosq_rss=$mosq_rss
+say "TLS: QoS 1: $q1_count x $msg_size B, uiot pub -l vs mosquitto_pub -l --cafile, $runs runs each"
+bench_cli 1 "$q1_count" "$work/q1.txt" tls
+t1_uiot_rate=$uiot_rate t1_uiot_cpu=$uiot_cpu t1_uiot_rss=$uiot_rss
+t1_mosq_rate=$mosq_rate t1_mosq_cpu=$mosq_cpu t1_mosq_rss=$mosq_rss
+
+# The library's connect time: only `Client::connect` is timed (thread start,
+# TCP connect, TLS handshake with the CA file read and the certificate
+# checked, CONNECT until CONNACK); the disconnect after each is not.
+# The third variant points OpenSSL's default CA file at the bench CA
+# (SSL_CERT_FILE, SSL_CERT_DIR): native-tls loads that default store while
+# building its connector, before uiot replaces it with ca_file, so this shows
+# what the system CA bundle (/etc/ssl/certs) costs on every connect.
+say "library connect time (Client::connect until CONNACK), $connect_count connects" \
+  "x $runs runs: plain, TLS, TLS without the system CA bundle"
+cp_meds=() cp_p99s=() ct_meds=() ct_p99s=() cs_meds=() cs_p99s=()
+for ((i = 1; i <= runs; i++)); do
+  run_timed "bench_pub connect (plain)" /dev/null \
+    "$bench_pub" "$port" 0 "$connect_count" 0 connect
+  cp_meds+=("$(field connect_median_us "$out")"); cp_p99s+=("$(field connect_p99_us "$out")")
+  run_timed "bench_pub connect (tls)" /dev/null \
+    env BENCH_CA="$ca" BENCH_HOST=localhost "$bench_pub" "$tls_port" 0 "$connect_count" 0 connect
+  ct_meds+=("$(field connect_median_us "$out")"); ct_p99s+=("$(field connect_p99_us "$out")")
+  run_timed "bench_pub connect (tls, SSL_CERT_FILE)" /dev/null \
+    env SSL_CERT_FILE="$ca" SSL_CERT_DIR="$work/no-such-dir" BENCH_CA="$ca" \
+    BENCH_HOST=localhost "$bench_pub" "$tls_port" 0 "$connect_count" 0 connect
+  cs_meds+=("$(field connect_median_us "$out")"); cs_p99s+=("$(field connect_p99_us "$out")")
+  say "  run $i: plain median ${cp_meds[-1]} us p99 ${cp_p99s[-1]} us," \
+    "TLS median ${ct_meds[-1]} us p99 ${ct_p99s[-1]} us," \
+    "TLS without the system bundle median ${cs_meds[-1]} us p99 ${cs_p99s[-1]} us"
+done
+for v in "${cp_meds[@]}" "${cp_p99s[@]}" "${ct_meds[@]}" "${ct_p99s[@]}" \
+  "${cs_meds[@]}" "${cs_p99s[@]}"; do
+  [[ "$v" =~ ^[0-9.]+$ ]] || die "bench_pub connect printed no number (got '$v'); run it by hand"
+done
+conn_plain_med=$(median "${cp_meds[@]}") conn_plain_p99=$(median "${cp_p99s[@]}")
+conn_tls_med=$(median "${ct_meds[@]}") conn_tls_p99=$(median "${ct_p99s[@]}")
+conn_slim_med=$(median "${cs_meds[@]}") conn_slim_p99=$(median "${cs_p99s[@]}")
+
+# proc_ms LABEL CMD...: the wall time of one whole process in ms (from just
+# before `timeout` starts it until it exits), in $ms.
+proc_ms() {
+  local label=$1 t0 t1 rc=0
+  shift
+  t0=$EPOCHREALTIME
+  timeout -k 2 10 "$@" < /dev/null > /dev/null 2> "$work/proc.err" || rc=$?
+  t1=$EPOCHREALTIME
+  [ "$rc" -eq 0 ] || die "$label failed (exit $rc): $(cat "$work/proc.err")"
+  ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) * 1000 }')
+}
+
+# One empty QoS 0 message per process, alternating uiot and mosquitto_pub:
+# process start, (TLS) connect, PUBLISH, DISCONNECT, exit.
+say "one empty message per process: uiot pub -m '' vs mosquitto_pub -n," \
+  "$((runs * proc_count)) processes each, plain and TLS"
+declare -A one_uiot one_mosq
+for transport in plain tls; do
+  ini=pub.ini
+  [ "$transport" = plain ] || ini=pub-tls.ini
+  mapfile -t mosq < <(mosq_args "$transport")
+  u_ms=() m_ms=()
+  for ((i = 1; i <= runs * proc_count; i++)); do
+    proc_ms "uiot pub -m '' ($transport)" "$uiot" pub -c "$work/$ini" -t /bench/one -m ''
+    u_ms+=("$ms")
+    proc_ms "mosquitto_pub -n ($transport)" mosquitto_pub "${mosq[@]}" -V mqttv311 \
+      -i bench-mosq-one -t /bench/one -n
+    m_ms+=("$ms")
+  done
+  one_uiot[$transport]=$(median "${u_ms[@]}")
+  one_mosq[$transport]=$(median "${m_ms[@]}")
+  say "  $transport: uiot pub median ${one_uiot[$transport]} ms (min $(minimum "${u_ms[@]}") ms)," \
+    "mosquitto_pub median ${one_mosq[$transport]} ms (min $(minimum "${m_ms[@]}") ms)"
+done
+
+# ---- 5: idle subscribers ------------------------------------------------------
 idle_uiot="" idle_mosq=""
 if ! $quick; then
   say "idle: uiot sub and mosquitto_sub -k $keep_alive side by side for $idle_secs s"
@@ -391,6 +549,22 @@ echo "| Library QoS 1, $q1_count_s x $msg_size B, end to end: msgs/s | $(num "$l
 echo "| Library QoS 1, $q1_count_s x $msg_size B: peak RSS | $(num "$lib1_rss") KB | - | - | - | - |"
 echo "| $rt: median (reference: bare TcpStream) | $rtt_med us | $raw_med us | $(ratio "$rtt_med" "$raw_med") | <= 50 us | $(at_most "$rtt_med" 50) |"
 echo "| $rt: p99 (reference: bare TcpStream) | $rtt_p99 us | $raw_p99 us | $(ratio "$rtt_p99" "$raw_p99") | <= 150 us | $(at_most "$rtt_p99" 150) |"
+t0s="TLS: QoS 0, $q0_count_s x $msg_size B, \`pub -l\`"
+t1s="TLS: QoS 1, $q1_count_s x $msg_size B, \`pub -l\`"
+echo "| $t0s vs \`mosquitto_pub -l --cafile\`: msgs/s | $(num "$t0_uiot_rate") | $(num "$t0_mosq_rate") | $(ratio "$t0_uiot_rate" "$t0_mosq_rate") | - | - |"
+echo "| $t0s: CPU (user+sys) per msg | $t0_uiot_cpu us | $t0_mosq_cpu us | $(ratio "$t0_uiot_cpu" "$t0_mosq_cpu") | - | - |"
+echo "| $t0s: peak RSS | $(num "$t0_uiot_rss") KB | $(num "$t0_mosq_rss") KB | $(ratio "$t0_uiot_rss" "$t0_mosq_rss") | - | - |"
+echo "| $t1s vs \`mosquitto_pub -l --cafile\`, end to end: msgs/s | $(num "$t1_uiot_rate") | $(num "$t1_mosq_rate") | $(ratio "$t1_uiot_rate" "$t1_mosq_rate") | - | - |"
+echo "| $t1s: CPU (user+sys) per msg | $t1_uiot_cpu us | $t1_mosq_cpu us | $(ratio "$t1_uiot_cpu" "$t1_mosq_cpu") | - | - |"
+echo "| $t1s: peak RSS | $(num "$t1_uiot_rss") KB | $(num "$t1_mosq_rss") KB | $(ratio "$t1_uiot_rss" "$t1_mosq_rss") | - | - |"
+# ms_pair MEDIAN_US P99_US: "M / P ms".
+ms_pair() { awk -v m="$1" -v p="$2" 'BEGIN { printf "%.2f / %.2f ms", m / 1000, p / 1000 }'; }
+conn="$(num "$connect_count") connects x $runs runs: median / p99"
+echo "| Library connect, plain TCP: \`Client::connect\` until CONNACK, $conn | $(ms_pair "$conn_plain_med" "$conn_plain_p99") | - | - | - | - |"
+echo "| Library connect, TLS: \`Client::connect\` (TCP, TLS handshake, CONNECT) until CONNACK, $conn (reference: the same with SSL_CERT_FILE = the bench CA, so the system CA bundle is not loaded) | $(ms_pair "$conn_tls_med" "$conn_tls_p99") | $(ms_pair "$conn_slim_med" "$conn_slim_p99") | $(ratio "$conn_tls_med" "$conn_slim_med") | - | - |"
+one="One empty message, whole process (start, connect, publish, disconnect, exit), median of $((runs * proc_count))"
+echo "| $one, plain: \`uiot pub -m ''\` vs \`mosquitto_pub -n\` | ${one_uiot[plain]} ms | ${one_mosq[plain]} ms | $(ratio "${one_uiot[plain]}" "${one_mosq[plain]}") | - | - |"
+echo "| $one, TLS: \`uiot pub -m ''\` vs \`mosquitto_pub --cafile -n\` | ${one_uiot[tls]} ms | ${one_mosq[tls]} ms | $(ratio "${one_uiot[tls]}" "${one_mosq[tls]}") | - | - |"
 idle="Idle \`uiot sub\`, $idle_secs s, keep-alive $keep_alive: context switches, all threads (reference: \`mosquitto_sub -k $keep_alive\`)"
 if $quick; then
   echo "| $idle | skipped (--quick) | skipped | - | <= 6 | - |"
