@@ -512,3 +512,32 @@ fn redeliveries_are_dropped_across_a_reconnect_that_keeps_the_session() {
     peer.wait_done(Duration::from_secs(3)).unwrap();
     assert!(m.try_recv().is_none(), "a redelivery was handed over twice");
 }
+
+#[test]
+fn more_than_a_write_batch_of_qos0_flows_without_waiting_for_a_timer() {
+    let Some(broker) = support::broker() else {
+        return;
+    };
+    let dev = broker.device(0);
+    let mut o = options(&broker, &dev);
+    o.limits = Limits {
+        publish_rate: 0,
+        bandwidth_kb: 0,
+        ..Limits::default()
+    };
+    let client = Client::connect(o).unwrap();
+    // 100,000 x 64 bytes is far beyond the I/O thread's 64 KiB write batch.
+    let t = Instant::now();
+    for _ in 0..100_000 {
+        client
+            .start_publish(&client.topic("bulk"), vec![b'x'; 64], QoS::AtMostOnce)
+            .unwrap();
+    }
+    client.flush(Duration::from_secs(20)).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    client.disconnect().unwrap();
+}

@@ -455,8 +455,11 @@ impl Io {
                 Err(TryRecvError::Empty) => {}
                 Err(TryRecvError::Disconnected) => return Ok(()),
             }
-            if self.online && self.readable && self.pending_delivery.is_none() {
-                // More to read right away (we stopped early).
+            if self.online
+                && ((self.readable && self.pending_delivery.is_none()) || self.can_send_more())
+            {
+                // More to read or send right away (we stopped at a batch
+                // limit, not because the socket would block).
                 self.shared.io_parked.store(false, Ordering::SeqCst);
                 continue;
             }
@@ -692,6 +695,18 @@ impl Io {
             log::warn!("queue full: dropped {what} ({n} dropped so far)");
         }
         self.event(Event::Dropped(n));
+    }
+
+    /// Everything written, and a waiting message could go out now.
+    fn can_send_more(&self) -> bool {
+        if self.tx_start < self.tx.len() {
+            return false; // the socket would block: wait for WRITABLE
+        }
+        let max_inflight = usize::from(self.shared.options.max_inflight);
+        self.session
+            .waiting
+            .front()
+            .is_some_and(|m| m.qos == QoS::AtMostOnce || self.session.inflight.len() < max_inflight)
     }
 
     /// Move waiting messages onto the wire: QoS 0 at once, QoS 1 while the
