@@ -114,19 +114,35 @@ struct Io {
     backoff: Backoff,
     /// Acknowledged records may be reclaimed once the queue is idle.
     compact_due: bool,
+    /// The TLS set-up, made once for every (re)connect.
+    tls: Option<transport::Tls>,
+}
+
+/// What the I/O thread starts with.
+pub(crate) struct Start {
+    pub(crate) poll: Poll,
+    pub(crate) commands: Receiver<Command>,
+    pub(crate) messages: SyncSender<Message>,
+    pub(crate) events_tx: SyncSender<Event>,
+    /// Where the outcome of the first connect goes.
+    pub(crate) ready: Sender<Result<(), Error>>,
+    /// Messages recovered from the on-disk queue, sent first.
+    pub(crate) recovered: Vec<super::store::Stored>,
+    pub(crate) tls: Option<transport::Tls>,
 }
 
 /// The I/O thread's body: connect, report the outcome on `ready`, then run
-/// the poll loop until the connection ends or the client disconnects.
-pub(crate) fn run(
-    shared: Arc<Shared>,
-    poll: Poll,
-    commands: Receiver<Command>,
-    messages: SyncSender<Message>,
-    events_tx: SyncSender<Event>,
-    ready: Sender<Result<(), Error>>,
-    recovered: Vec<super::store::Stored>,
-) {
+/// the poll loop (reconnecting as configured) until the client disconnects.
+pub(crate) fn run(shared: Arc<Shared>, start: Start) {
+    let Start {
+        poll,
+        commands,
+        messages,
+        events_tx,
+        ready,
+        recovered,
+        tls,
+    } = start;
     let max_packet = shared.options.limits.max_packet.max(64);
     let mut io = Io {
         shared,
@@ -150,6 +166,7 @@ pub(crate) fn run(
         max_packet,
         online: false,
         compact_due: false,
+        tls,
         backoff: Backoff {
             attempt: 0,
             short_closes: 0,
@@ -219,7 +236,7 @@ impl Io {
         let mut stream = transport::connect(
             &o.host,
             o.port,
-            o.tls.as_ref(),
+            self.tls.as_ref(),
             o.keep_alive,
             deadline,
             &mut self.poll,

@@ -481,6 +481,10 @@ impl Client {
     /// ([`Error::Refused`]) or `connect_timeout` passes.
     pub fn connect(options: Options) -> Result<Client, Error> {
         options.validate()?;
+        let tls = match &options.tls {
+            Some(t) => Some(crate::transport::Tls::new(t)?),
+            None => None,
+        };
         let (store, recovered) = match &options.queue.dir {
             None => (None, Vec::new()),
             Some(dir) => {
@@ -540,7 +544,20 @@ impl Client {
         let io_shared = shared.clone();
         let io = std::thread::Builder::new()
             .name("uiot-io".into())
-            .spawn(move || io::run(io_shared, poll, cmd_rx, msg_tx, ev_tx, ready_tx, recovered))
+            .spawn(move || {
+                io::run(
+                    io_shared,
+                    io::Start {
+                        poll,
+                        commands: cmd_rx,
+                        messages: msg_tx,
+                        events_tx: ev_tx,
+                        ready: ready_tx,
+                        recovered,
+                        tls,
+                    },
+                )
+            })
             .map_err(|e| io_err("starting the I/O thread", e))?;
         let timer_shared = Arc::downgrade(&shared);
         let timer = std::thread::Builder::new()

@@ -19,7 +19,29 @@ use crate::error::Error;
 #[cfg(feature = "tls")]
 mod tls;
 #[cfg(feature = "tls")]
-pub use tls::UIOT_CORE_CA_PEM;
+pub use tls::{Tls, UIOT_CORE_CA_PEM};
+
+/// Without the `tls` feature there is no TLS set-up to make (this type has
+/// no values).
+#[cfg(not(feature = "tls"))]
+#[derive(Debug)]
+pub struct Tls(Never);
+
+#[cfg(not(feature = "tls"))]
+#[derive(Debug)]
+enum Never {}
+
+#[cfg(not(feature = "tls"))]
+impl Tls {
+    /// Always an error: this build has no TLS.
+    pub fn new(_opts: &TlsOptions) -> Result<Tls, Error> {
+        Err(Error::Tls(
+            "this uiot was built without TLS (cargo feature `tls`); set [connection] \
+             tls = false and port = 1883, or use a build with TLS"
+                .to_string(),
+        ))
+    }
+}
 
 /// Whether this build can speak TLS (the `tls` cargo feature).
 pub const TLS_AVAILABLE: bool = cfg!(feature = "tls");
@@ -117,7 +139,7 @@ impl Write for Stream {
 pub fn connect(
     host: &str,
     port: u16,
-    tls: Option<&TlsOptions>,
+    tls: Option<&Tls>,
     keep_alive: Duration,
     deadline: Instant,
     poll: &mut Poll,
@@ -126,19 +148,15 @@ pub fn connect(
     match tls {
         None => connect_tcp(host, port, keep_alive, deadline, poll, token),
         #[cfg(feature = "tls")]
-        Some(opts) => match connect_tcp(host, port, keep_alive, deadline, poll, token)? {
+        Some(t) => match connect_tcp(host, port, keep_alive, deadline, poll, token)? {
             Stream::Tcp(tcp) => {
-                let s = tls::handshake(tcp, host, port, opts, deadline, poll, token)?;
+                let s = tls::handshake(tcp, host, port, t, deadline, poll, token)?;
                 Ok(Stream::Tls(Box::new(s)))
             }
             other => Ok(other),
         },
         #[cfg(not(feature = "tls"))]
-        Some(_) => Err(Error::Tls(
-            "this uiot was built without TLS (cargo feature `tls`); set [connection] \
-             tls = false and port = 1883, or use a build with TLS"
-                .to_string(),
-        )),
+        Some(t) => match t.0 {},
     }
 }
 

@@ -20,6 +20,31 @@ use crate::error::Error;
 /// SHA-256 27:4A:C9:13:...:91:33:8B), trusted unless `ca_file` replaces it.
 pub const UIOT_CORE_CA_PEM: &[u8] = include_bytes!("../../etc/uiot-core-mqtt-ca.pem");
 
+/// A TLS set-up ready for any number of connections: building it loads the
+/// CA (and OpenSSL's default store), which is slow, so it is done once.
+pub struct Tls {
+    connector: TlsConnector,
+    verify_hostname: bool,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("verify_hostname", &self.verify_hostname)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tls {
+    /// Load the CA and build the connector.
+    pub fn new(opts: &TlsOptions) -> Result<Tls, Error> {
+        Ok(Tls {
+            connector: connector(opts)?,
+            verify_hostname: opts.verify_hostname,
+        })
+    }
+}
+
 fn connector(opts: &TlsOptions) -> Result<TlsConnector, Error> {
     let (pem, origin) = match &opts.ca_file {
         None => (
@@ -57,13 +82,12 @@ pub(crate) fn handshake(
     mut tcp: TcpStream,
     host: &str,
     port: u16,
-    opts: &TlsOptions,
+    tls: &Tls,
     deadline: Instant,
     poll: &mut Poll,
     token: Token,
 ) -> Result<TlsStream<TcpStream>, Error> {
-    let connector = connector(opts)?;
-    if !opts.verify_hostname {
+    if !tls.verify_hostname {
         log::warn!(
             "tls_verify_hostname = false: the broker's certificate must still chain to the \
              configured CA, but its host name ({host}) is not checked"
@@ -77,7 +101,7 @@ pub(crate) fn handshake(
         .register(&mut tcp, token, Interest::READABLE | Interest::WRITABLE)
         .map_err(reg)?;
     let mut events = Events::with_capacity(4);
-    let mut attempt = connector.connect(host, tcp);
+    let mut attempt = tls.connector.connect(host, tcp);
     loop {
         match attempt {
             Ok(mut s) => {
