@@ -3,12 +3,15 @@
 //! Owns: the library-API rows of the benchmark table (docs/bench.md).
 //! Must not touch: the library itself; it measures, it does not tune.
 //!
-//! `bench_pub PORT QOS COUNT SIZE [rtt|raw-rtt|connect]` talks to the broker
-//! on PORT (127.0.0.1, or `BENCH_HOST`) as an anonymous client with the
-//! limits off:
+//! `bench_pub PORT QOS COUNT SIZE [rtt|raw-rtt|connect|reconnect]` talks to
+//! the broker on PORT (127.0.0.1, or `BENCH_HOST`) as an anonymous client
+//! with the limits off:
 //! - without a mode: pipelines COUNT messages of SIZE bytes, waits until all
 //!   are written (QoS 0) or acknowledged (QoS 1), and prints
-//!   `msgs_per_s N seconds S` (connecting is not timed);
+//!   `msgs_per_s N seconds S` (connecting is not timed); with an on-disk
+//!   queue (`BENCH_QUEUE_DIR`) also `stored N bytes_written B
+//!   bytes_per_msg X` from `Client::queue_stats` after `disconnect` (which
+//!   writes the acknowledgements still buffered);
 //! - `rtt`: COUNT blocking QoS 1 publishes one after another, prints
 //!   `rtt_median_us M rtt_p99_us P`;
 //! - `raw-rtt`: the same round trips over a bare blocking `TcpStream` with
@@ -18,22 +21,41 @@
 //!   `Client::connect` (thread start, TCP connect, TLS handshake if any,
 //!   CONNECT until CONNACK); prints `connect_median_us M connect_p99_us P`.
 //!   QOS and SIZE are ignored.
+//! - `reconnect`: connects with reconnect back-off 100 ms to 1 s (and
+//!   `stable_after` 1 s, so every outage starts the back-off afresh, as for
+//!   a client that has been up for a while), prints `connected`, then COUNT
+//!   times: waits for `Event::Disconnected` (someone restarts the broker),
+//!   polls PORT with a bare `TcpStream::connect` every 10 ms, stamps when
+//!   it answers, waits for `Event::Connected` and prints `reconnected I
+//!   after_up_ms A down_ms D connected_epoch_s T` (A: port answering until
+//!   `Connected`; D: `Disconnected` until the port answered; T: the wall
+//!   clock at `Connected`, seconds since 1970). At the end it prints
+//!   `reconnect_median_us M reconnect_p99_us P` over the A values. A
+//!   `Connected` seen before the poll found the port counts as 0 (below the
+//!   10 ms poll step). Caveat: right after a `kill -9` the dying broker's
+//!   listener can still accept for a moment after the client's connection
+//!   closed, so a first probe may succeed too early (D near 0, A too long);
+//!   scripts/bench.sh therefore times from its own poll and T. QOS and SIZE
+//!   are ignored; plain TCP or TLS.
 //!
 //! Environment: `BENCH_TOPIC` (default `bench/lib`), `BENCH_USER` and
 //! `BENCH_PASS` (optional login), `BENCH_CA` (a PEM CA file: connect over
 //! TLS, trusting only that CA, with the host name checked), `BENCH_HOST`
 //! (default `localhost` with `BENCH_CA`, else `127.0.0.1`; the certificate
-//! must name it).
+//! must name it), `BENCH_QUEUE_DIR` (QoS 1 messages go through the on-disk
+//! queue in this directory, which must be empty or absent), `BENCH_FSYNC`
+//! (with `BENCH_QUEUE_DIR`: `always`, the default, or a number of
+//! milliseconds for `fsync = interval_ms N`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use uiot::{Client, Limits, Options, QoS, TlsOptions};
+use uiot::{Client, Event, Limits, Options, QoS, TlsOptions};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-const USAGE: &str = "usage: bench_pub PORT QOS COUNT SIZE [rtt|raw-rtt|connect]";
+const USAGE: &str = "usage: bench_pub PORT QOS COUNT SIZE [rtt|raw-rtt|connect|reconnect]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -71,7 +93,7 @@ fn main() -> Result<()> {
         print_quantiles("rtt", times);
         return Ok(());
     }
-    if !["", "rtt", "connect"].contains(&mode.as_str()) {
+    if !["", "rtt", "connect", "reconnect"].contains(&mode.as_str()) {
         return Err(format!("unknown mode '{mode}'; {USAGE}").into());
     }
 
@@ -85,6 +107,15 @@ fn main() -> Result<()> {
         ca_file: Some(path),
         verify_hostname: true,
     });
+    if let Some(dir) = std::env::var_os("BENCH_QUEUE_DIR") {
+        options.queue.dir = Some(dir.into());
+        options.queue.fsync_interval = match std::env::var("BENCH_FSYNC").as_deref() {
+            Err(_) | Ok("always") => None,
+            Ok(ms) => Some(Duration::from_millis(ms.parse().map_err(|e| {
+                format!("BENCH_FSYNC must be 'always' or milliseconds, got '{ms}': {e}")
+            })?)),
+        };
+    }
 
     if mode == "connect" {
         let mut times = Vec::with_capacity(count);
@@ -95,6 +126,12 @@ fn main() -> Result<()> {
             client.disconnect()?;
         }
         print_quantiles("connect", times);
+        return Ok(());
+    }
+
+    if mode == "reconnect" {
+        let times = reconnect_times(options, count)?;
+        print_quantiles("reconnect", times);
         return Ok(());
     }
 
@@ -114,10 +151,98 @@ fn main() -> Result<()> {
         }
         client.flush(Duration::from_secs(120))?;
         let secs = t.elapsed().as_secs_f64();
-        println!("msgs_per_s {:.0} seconds {:.3}", count as f64 / secs, secs);
+        // Counted after disconnect, which writes the buffered acks too.
+        client.disconnect()?;
+        let stats = client.queue_stats();
+        if client.options().queue.dir.is_some() {
+            let per_msg = stats.bytes_written as f64 / stats.stored.max(1) as f64;
+            println!(
+                "msgs_per_s {:.0} seconds {:.3} stored {} bytes_written {} bytes_per_msg {:.1}",
+                count as f64 / secs,
+                secs,
+                stats.stored,
+                stats.bytes_written,
+                per_msg
+            );
+        } else {
+            println!("msgs_per_s {:.0} seconds {:.3}", count as f64 / secs, secs);
+        }
+        return Ok(());
     }
     client.disconnect()?;
     Ok(())
+}
+
+/// Connects with a short back-off, then times `count` reconnects after
+/// broker restarts done by someone else (see the module comment).
+fn reconnect_times(mut options: Options, count: usize) -> Result<Vec<Duration>> {
+    options.reconnect.enabled = true;
+    options.reconnect.min = Duration::from_millis(100);
+    options.reconnect.max = Duration::from_secs(1);
+    options.reconnect.stable_after = Duration::from_secs(1);
+    let addr = (options.host.clone(), options.port);
+    let client = Client::connect(options)?;
+    let events = client.events();
+    println!("connected");
+    let wait = Duration::from_secs(60);
+    let step = Duration::from_millis(10);
+    let mut times = Vec::with_capacity(count);
+    for i in 1..=count {
+        // Wait for the broker to go away.
+        let down_at = loop {
+            match events.recv_timeout(wait) {
+                Some(Event::Disconnected(_)) => break Instant::now(),
+                Some(_) => continue,
+                None => return Err(format!("restart {i}: no Disconnected within 60 s").into()),
+            }
+        };
+        // Poll the port; whichever comes first, the port or Connected.
+        let deadline = down_at + wait;
+        let mut connected_early = false;
+        let up_at = loop {
+            if TcpStream::connect((addr.0.as_str(), addr.1)).is_ok() {
+                break Instant::now();
+            }
+            if Instant::now() > deadline {
+                return Err(format!("restart {i}: the port did not answer within 60 s").into());
+            }
+            if let Some(Event::Connected { .. }) = events.recv_timeout(step) {
+                connected_early = true;
+                break Instant::now();
+            }
+        };
+        let connected_at = if connected_early {
+            up_at
+        } else {
+            loop {
+                match events.recv_timeout(wait) {
+                    Some(Event::Connected { .. }) => break Instant::now(),
+                    Some(_) => continue,
+                    None => {
+                        return Err(format!(
+                            "restart {i}: no Connected within 60 s of the port answering"
+                        )
+                        .into())
+                    }
+                }
+            }
+        };
+        let after_up = connected_at - up_at;
+        // Wall-clock time of `Connected`, for comparing with stamps taken
+        // by another process (the bench script).
+        let epoch = std::time::SystemTime::now()
+            .checked_sub(connected_at.elapsed())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        println!(
+            "reconnected {i} after_up_ms {:.1} down_ms {:.1} connected_epoch_s {epoch:.6}",
+            after_up.as_secs_f64() * 1e3,
+            (up_at - down_at).as_secs_f64() * 1e3
+        );
+        times.push(after_up);
+    }
+    client.disconnect()?;
+    Ok(times)
 }
 
 /// Prints `NAME_median_us M NAME_p99_us P` (nearest rank) of the times.

@@ -16,7 +16,10 @@
 #      every PUBACK, so this is end to end).
 #   3. The library API (examples/bench_pub.rs): QoS 0 100k and QoS 1 20k
 #      msgs/s, the median and p99 of 5,000 blocking QoS 1 round trips, and
-#      its peak RSS.
+#      its peak RSS. QoS 1 again through the on-disk queue (queue.dir in the
+#      temp dir; the table names its filesystem): 20k with fsync every
+#      100 ms, 2k with fsync always (one fdatasync per message), and the
+#      bytes written to disk per message (queue_stats: bytes_written/stored).
 #   4. TLS: rows 1 and 2 again over TLS (`uiot pub -l` with tls = true and
 #      the bench CA vs `mosquitto_pub -l --cafile CA -h localhost`); the
 #      library's connect time (`Client::connect`: TCP connect, TLS handshake,
@@ -24,7 +27,17 @@
 #      process that publishes one empty message, `uiot pub -m ''` vs
 #      `mosquitto_pub -n` (includes process start, connect and disconnect),
 #      plain and TLS.
-#   5. Context switches of an idle `uiot sub` (keep-alive 30) over 65 s,
+#   5. Reconnect after a broker restart: a second private broker (plain) is
+#      killed with -9 and started again on the same port, 5 times at once
+#      and 5 times after 1 s down; the library client (`bench_pub reconnect`,
+#      back-off 100 ms to 1 s) and `mosquitto_sub` (libmosquitto's default:
+#      a retry every 1 s) are connected to it together. Both are timed from
+#      the moment the new broker's port answers (this script polls it every
+#      10 ms) until each is connected again (uiot: the wall clock bench_pub
+#      prints at Event::Connected; mosquitto_sub: the time its "received
+#      CONNACK" debug line arrives); median of the 5. bench_pub's own 10 ms
+#      poll of the port gives a second uiot figure, in the log.
+#   6. Context switches of an idle `uiot sub` (keep-alive 30) over 65 s,
 #      every thread counted, beside an idle `mosquitto_sub -k 30` measured at
 #      the same instants.
 #
@@ -32,7 +45,8 @@
 # no persistence, TCP_NODELAY) listening on 127.0.0.1 only: plain MQTT on a
 # free port and TLS on the next one, with a throw-away CA and a server
 # certificate for localhost/127.0.0.1 made by the openssl CLI in the temp
-# dir. Every process it starts is bounded by `timeout` and killed on exit.
+# dir; the reconnect rows use a second, plain one on the port after those.
+# Every process it starts is bounded by `timeout` and killed on exit.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,6 +58,9 @@ msg_size=64      # payload bytes of every message
 rtt_count=5000   # blocking QoS 1 round trips for the latency row
 connect_count=100 # library connects per run for the connect rows
 proc_count=20    # single-message processes per client, transport and run
+q1_always_count=2000 # QoS 1 messages with the on-disk queue and fsync always
+fsync_ms=100     # the interval of the fsync = interval_ms row
+restarts=5       # broker restarts per reconnect row
 idle_secs=65     # length of the idle window
 keep_alive=30    # keep-alive of both idle subscribers
 run_limit=60     # seconds any single measured command may take
@@ -60,7 +77,7 @@ while [ $# -gt 0 ]; do
     --runs)
       [ $# -ge 2 ] || die "--runs needs a number, e.g. --runs 5"
       runs=$2; shift ;;
-    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) die "unknown argument '$1'; usage: $0 [--quick] [--runs N]" ;;
   esac
   shift
@@ -362,16 +379,41 @@ q1_uiot_rate=$uiot_rate q1_uiot_cpu=$uiot_cpu q1_uiot_rss=$uiot_rss
 q1_mosq_rate=$mosq_rate q1_mosq_cpu=$mosq_cpu q1_mosq_rss=$mosq_rss
 
 # ---- 3: the library API -------------------------------------------------------
-say "library API (examples/bench_pub.rs), $runs runs each"
+# The on-disk queue lives in the temp dir; name its filesystem, since fsync
+# costs depend on it (tmpfs would make fsync free).
+queue_dir="$work/queue"
+if command -v findmnt >/dev/null 2>&1; then
+  queue_fs="$(findmnt -n -o FSTYPE -T "$work") on $(findmnt -n -o SOURCE -T "$work")"
+else
+  queue_fs=$(stat -f -c %T "$work")
+fi
+say "library API (examples/bench_pub.rs), $runs runs each; on-disk queue in" \
+  "${work%/*} ($queue_fs)"
 # Each run is its own process, so each has its own peak RSS.
 l0_rates=() l0_rsss=() l1_rates=() l1_rsss=() rtt_meds=() rtt_p99s=() raw_meds=() raw_p99s=()
+qa_rates=() qa_bpms=() qi_rates=() qi_bpms=()
+lib1_topic=/bench/lib1
 for ((i = 1; i <= runs; i++)); do
   run_timed "bench_pub qos 0" /dev/null \
     env BENCH_TOPIC=/bench/lib0 "$bench_pub" "$port" 0 "$q0_count" "$msg_size"
   l0_rates+=("$(field msgs_per_s "$out")"); l0_rsss+=("$rss")
   run_timed "bench_pub qos 1" /dev/null \
-    env BENCH_TOPIC=/bench/lib1 "$bench_pub" "$port" 1 "$q1_count" "$msg_size"
+    env BENCH_TOPIC="$lib1_topic" "$bench_pub" "$port" 1 "$q1_count" "$msg_size"
   l1_rates+=("$(field msgs_per_s "$out")"); l1_rsss+=("$rss")
+  # The same QoS 1 messages through the on-disk queue (a fresh directory
+  # each time): fsync every $fsync_ms ms, then fsync always (fewer messages:
+  # one fdatasync per message makes it slow).
+  rm -rf "$queue_dir"
+  run_timed "bench_pub qos 1 on-disk queue, fsync interval_ms $fsync_ms" /dev/null \
+    env BENCH_TOPIC="$lib1_topic" BENCH_QUEUE_DIR="$queue_dir" BENCH_FSYNC="$fsync_ms" \
+    "$bench_pub" "$port" 1 "$q1_count" "$msg_size"
+  qi_rates+=("$(field msgs_per_s "$out")"); qi_bpms+=("$(field bytes_per_msg "$out")")
+  rm -rf "$queue_dir"
+  run_timed "bench_pub qos 1 on-disk queue, fsync always" /dev/null \
+    env BENCH_TOPIC="$lib1_topic" BENCH_QUEUE_DIR="$queue_dir" BENCH_FSYNC=always \
+    "$bench_pub" "$port" 1 "$q1_always_count" "$msg_size"
+  qa_rates+=("$(field msgs_per_s "$out")"); qa_bpms+=("$(field bytes_per_msg "$out")")
+  rm -rf "$queue_dir"
   run_timed "bench_pub rtt" /dev/null \
     env BENCH_TOPIC=/bench/rtt "$bench_pub" "$port" 1 "$rtt_count" "$msg_size" rtt
   rtt_meds+=("$(field rtt_median_us "$out")"); rtt_p99s+=("$(field rtt_p99_us "$out")")
@@ -382,17 +424,22 @@ for ((i = 1; i <= runs; i++)); do
   raw_meds+=("$(field rtt_median_us "$out")"); raw_p99s+=("$(field rtt_p99_us "$out")")
   say "  run $i: qos0 ${l0_rates[-1]} msgs/s (${l0_rsss[-1]} KB)," \
     "qos1 ${l1_rates[-1]} msgs/s (${l1_rsss[-1]} KB)," \
+    "qos1 queue interval_ms $fsync_ms ${qi_rates[-1]} msgs/s (${qi_bpms[-1]} B/msg on disk)," \
+    "qos1 queue always ${qa_rates[-1]} msgs/s (${qa_bpms[-1]} B/msg on disk)," \
     "rtt median ${rtt_meds[-1]} us p99 ${rtt_p99s[-1]} us (${rtt_rss} KB)," \
     "bare-socket rtt median ${raw_meds[-1]} us p99 ${raw_p99s[-1]} us"
 done
 for v in "${l0_rates[@]}" "${l1_rates[@]}" "${rtt_meds[@]}" "${rtt_p99s[@]}" \
-  "${raw_meds[@]}" "${raw_p99s[@]}"; do
+  "${raw_meds[@]}" "${raw_p99s[@]}" "${qi_rates[@]}" "${qi_bpms[@]}" \
+  "${qa_rates[@]}" "${qa_bpms[@]}"; do
   [[ "$v" =~ ^[0-9.]+$ ]] || die "bench_pub printed no number (got '$v'); run it by hand"
 done
 lib0_rate=$(median "${l0_rates[@]}") lib0_rss=$(median "${l0_rsss[@]}")
 lib1_rate=$(median "${l1_rates[@]}") lib1_rss=$(median "${l1_rsss[@]}")
 rtt_med=$(median "${rtt_meds[@]}") rtt_p99=$(median "${rtt_p99s[@]}")
 raw_med=$(median "${raw_meds[@]}") raw_p99=$(median "${raw_p99s[@]}")
+qi_rate=$(median "${qi_rates[@]}") qi_bpm=$(median "${qi_bpms[@]}")
+qa_rate=$(median "${qa_rates[@]}") qa_bpm=$(median "${qa_bpms[@]}")
 
 # ---- 4: TLS -------------------------------------------------------------------
 say "TLS ($tls_session): QoS 0: $q0_count x $msg_size B, uiot pub -l vs" \
@@ -411,7 +458,8 @@ t1_mosq_rate=$mosq_rate t1_mosq_cpu=$mosq_cpu t1_mosq_rss=$mosq_rss
 # The third variant points OpenSSL's default CA file at the bench CA
 # (SSL_CERT_FILE, SSL_CERT_DIR): native-tls loads that default store while
 # building its connector, before uiot replaces it with ca_file, so this shows
-# what the system CA bundle (/etc/ssl/certs) costs on every connect.
+# what the system CA bundle (/etc/ssl/certs) costs. Each connect here is a new
+# Client, so each builds a connector; a Client's reconnects reuse its own.
 say "library connect time (Client::connect until CONNACK), $connect_count connects" \
   "x $runs runs: plain, TLS, TLS without the system CA bundle"
 cp_meds=() cp_p99s=() ct_meds=() ct_p99s=() cs_meds=() cs_p99s=()
@@ -473,7 +521,187 @@ for transport in plain tls; do
     "mosquitto_pub median ${one_mosq[$transport]} ms (min $(minimum "${m_ms[@]}") ms)"
 done
 
-# ---- 5: idle subscribers ------------------------------------------------------
+# ---- 5: reconnect after a broker restart ---------------------------------------
+# A broker of its own (plain TCP, the same settings), so killing it does not
+# disturb the other rows. It runs as `bash -c 'echo $$ > PIDFILE; exec
+# mosquitto'` under timeout, so PIDFILE holds mosquitto's own pid: kill -9
+# must hit the broker, not the timeout around it.
+rc_conf="$work/rc-mosquitto.conf" rc_log="$work/rc-mosquitto.log" rc_pidfile="$work/rc.pid"
+rc_port=0 rc_broker=""  # rc_broker: the timeout process around the current broker
+
+# forget_pid PID: drop PID from the cleanup list (it has exited).
+forget_pid() {
+  local p kept=()
+  for p in "${pids[@]}"; do [ "$p" = "$1" ] || kept+=("$p"); done
+  pids=("${kept[@]}")
+}
+
+# port_answers PORT: whether 127.0.0.1:PORT accepts a TCP connection now.
+port_answers() { (exec 3<> "/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# rc_launch: starts the reconnect broker on $rc_port (in the background).
+rc_launch() {
+  # shellcheck disable=SC2016 # $$ and $1.. belong to the inner bash
+  timeout -k 5 "$broker_limit" bash -c 'echo "$$" > "$1"; exec "$2" -c "$3"' \
+    rc-broker "$rc_pidfile" "$mosquitto" "$rc_conf" >> "$rc_log" 2>&1 &
+  rc_broker=$!
+  pids+=("$rc_broker")
+}
+
+# rc_wait_up: polls the port every 10 ms (5 s at most); sets up_at to the
+# time it first answered.
+rc_wait_up() {
+  local _
+  for _ in $(seq 500); do
+    if port_answers "$rc_port"; then
+      up_at=$EPOCHREALTIME
+      return 0
+    fi
+    kill -0 "$rc_broker" 2>/dev/null || return 1
+    sleep 0.01
+  done
+  return 1
+}
+
+# The first free port after the TLS one.
+rc_port=$((tls_port + 1))
+for try in 1 2 3 4 5 6 7 8 9 10; do
+  {
+    echo "listener $rc_port 127.0.0.1"
+    echo "allow_anonymous true"
+    echo "set_tcp_nodelay true"
+    echo "max_queued_messages 0"
+    echo "persistence false"
+    echo "log_dest file $rc_log"
+    echo "log_type error"
+    echo "log_type warning"
+    echo "log_type notice"
+    echo "log_type information"
+    if [ "$(id -u)" -eq 0 ]; then echo "user root"; fi
+  } > "$rc_conf"
+  : > "$rc_log"
+  if ! port_answers "$rc_port"; then
+    rc_launch
+    for _ in $(seq 50); do
+      grep -q 'mosquitto version .* running' "$rc_log" && break 2
+      kill -0 "$rc_broker" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill "$rc_broker" 2>/dev/null || true
+    wait "$rc_broker" 2>/dev/null || true
+    forget_pid "$rc_broker"
+  fi
+  say "port $rc_port unusable for the reconnect broker (try $try)"
+  rc_port=$((rc_port + 1))
+  [ "$try" -lt 10 ] || die "the reconnect broker did not start on 10 ports; its log: $(cat "$rc_log")"
+done
+rc_wait_up || die "the reconnect broker does not answer on port $rc_port: $(cat "$rc_log")"
+
+# since_up T: ms from $up_at to the wall-clock time T (0 if T is earlier).
+since_up() {
+  awk -v a="$up_at" -v b="$1" 'BEGIN { d = (b - a) * 1000; printf "%.1f", (d > 0 ? d : 0) }'
+}
+
+# stamp: prefixes every line of stdin with the time it was read.
+stamp() {
+  local line
+  while IFS= read -r line; do printf '%s %s\n' "$EPOCHREALTIME" "$line"; done
+}
+
+# rc_row DOWN: connects `bench_pub reconnect` and `mosquitto_sub -d` to the
+# reconnect broker, then $restarts times: kill -9 the broker, wait DOWN
+# seconds, start it again on the same port, stamp when the port answers,
+# wait until both clients are connected again, and give them 1.2 s (more
+# than bench_pub's stable_after of 1 s) before the next restart. Sets
+# rc_uiot and rc_mosq to the median reconnect times in ms, and rc_uiot_all,
+# rc_mosq_all and rc_down_all to the single values.
+rc_row() {
+  local down=$1 i _ uiot_pid mosq_pid ok t v line
+  local -a u=() m=() dn=()
+  local uout="$work/rc-uiot.out" mout="$work/rc-mosq.out"
+  : > "$uout"; : > "$mout"
+  timeout -k 5 "$run_limit" "$bench_pub" "$rc_port" 0 "$restarts" 0 reconnect \
+    > "$uout" 2> "$work/rc-uiot.err" &
+  uiot_pid=$!
+  pids+=("$uiot_pid")
+  # mosquitto_sub's debug lines (stdout, line-buffered) with a time stamp each.
+  timeout -k 5 "$run_limit" stdbuf -oL mosquitto_sub -d -h 127.0.0.1 -p "$rc_port" \
+    -V mqttv311 -i bench-rc-mosq -t /bench/rc > >(stamp > "$mout") 2>&1 &
+  mosq_pid=$!
+  pids+=("$mosq_pid")
+  # wait_both N: until bench_pub printed its Nth reconnect (0: connected)
+  # and mosquitto_sub received its (N+1)th CONNACK; 10 s at most.
+  wait_both() {
+    local want=$1 u_line=connected
+    [ "$want" -eq 0 ] || u_line="reconnected $want "
+    for _ in $(seq 1000); do
+      if grep -q "^$u_line" "$uout"; then
+        [ "$(grep -c 'received CONNACK' "$mout")" -le "$want" ] || return 0
+      else
+        # (After its last reconnect bench_pub exits by itself.)
+        kill -0 "$uiot_pid" 2>/dev/null \
+          || die "bench_pub reconnect exited: $(cat "$uout" "$work/rc-uiot.err")"
+      fi
+      kill -0 "$mosq_pid" 2>/dev/null || die "mosquitto_sub exited during the reconnect test: $(cat "$mout")"
+      sleep 0.01
+    done
+    die "no reconnect within 10 s after broker restart $want; bench_pub said: \
+$(cat "$uout" "$work/rc-uiot.err"), mosquitto_sub said: $(tail -n 5 "$mout")"
+  }
+  wait_both 0
+  sleep 1.2
+  for ((i = 1; i <= restarts; i++)); do
+    kill -9 "$(cat "$rc_pidfile")"
+    wait "$rc_broker" 2>/dev/null || true
+    forget_pid "$rc_broker"
+    [ "$down" = 0 ] || sleep "$down"
+    rc_launch
+    rc_wait_up || die "the restarted broker does not answer on port $rc_port: $(tail -n 5 "$rc_log")"
+    wait_both "$i"
+    # Both from this script's stamp of the port answering (0 if a client won
+    # the race against its 10 ms poll): mosquitto_sub's (i+1)th CONNACK
+    # line, bench_pub's wall clock at Event::Connected. bench_pub's own poll
+    # (after_up_ms) is logged as a cross-check.
+    line=$(grep "^reconnected $i " "$uout")
+    t=$(grep 'received CONNACK' "$mout" | sed -n "$((i + 1))p" | cut -d ' ' -f 1)
+    m+=("$(since_up "$t")")
+    u+=("$(since_up "$(field connected_epoch_s "$line")")")
+    dn+=("$(field down_ms "$line")")
+    say "  restart $i (down ${down}s): uiot ${u[-1]} ms (by its own poll" \
+      "$(field after_up_ms "$line") ms), mosquitto_sub ${m[-1]} ms after the port" \
+      "answered (uiot saw the broker away for ${dn[-1]} ms)"
+    sleep 1.2
+  done
+  ok=0
+  wait "$uiot_pid" || ok=$?
+  forget_pid "$uiot_pid"
+  [ "$ok" -eq 0 ] || die "bench_pub reconnect failed (exit $ok): $(cat "$work/rc-uiot.err")"
+  kill "$mosq_pid" 2>/dev/null || true
+  wait "$mosq_pid" 2>/dev/null || true
+  forget_pid "$mosq_pid"
+  for v in "${u[@]}" "${m[@]}"; do
+    [[ "$v" =~ ^[0-9.]+$ ]] || die "the reconnect test got no number (got '$v'); see $uout and $mout"
+  done
+  rc_uiot=$(median "${u[@]}")
+  rc_mosq=$(median "${m[@]}")
+  rc_uiot_all="${u[*]}" rc_mosq_all="${m[*]}" rc_down_all="${dn[*]}"
+}
+
+say "reconnect after kill -9 of the broker on 127.0.0.1:$rc_port, $restarts restarts" \
+  "each: started again at once, then after 1 s down"
+rc_row 0
+rc0_uiot=$rc_uiot rc0_mosq=$rc_mosq
+say "  at once: uiot median $rc0_uiot ms ($rc_uiot_all), mosquitto_sub median $rc0_mosq ms" \
+  "($rc_mosq_all); uiot saw the broker away for $rc_down_all ms"
+rc_row 1
+rc1_uiot=$rc_uiot rc1_mosq=$rc_mosq
+say "  down 1 s: uiot median $rc1_uiot ms ($rc_uiot_all), mosquitto_sub median $rc1_mosq ms" \
+  "($rc_mosq_all); uiot saw the broker away for $rc_down_all ms"
+kill "$rc_broker" 2>/dev/null || true
+wait "$rc_broker" 2>/dev/null || true
+forget_pid "$rc_broker"
+
+# ---- 6: idle subscribers ------------------------------------------------------
 idle_uiot="" idle_mosq=""
 if ! $quick; then
   say "idle: uiot sub and mosquitto_sub -k $keep_alive side by side for $idle_secs s"
@@ -547,6 +775,14 @@ echo "| Library QoS 0, $q0_count_s x $msg_size B: msgs/s | $(num "$lib0_rate") |
 echo "| Library QoS 0, $q0_count_s x $msg_size B: peak RSS | $(num "$lib0_rss") KB | - | - | <= 2 MB (2,048 KB) | $(at_most "$lib0_rss" 2048) |"
 echo "| Library QoS 1, $q1_count_s x $msg_size B, end to end: msgs/s | $(num "$lib1_rate") | - | - | >= 25,000 | $(at_least "$lib1_rate" 25000) |"
 echo "| Library QoS 1, $q1_count_s x $msg_size B: peak RSS | $(num "$lib1_rss") KB | - | - | - | - |"
+# The QoS 1 PUBLISH of the queue rows on the wire (topic /bench/lib1): the
+# reference for the bytes written to disk per message.
+pub_rem=$((2 + ${#lib1_topic} + 2 + msg_size))
+pub_len=$((1 + (pub_rem < 128 ? 1 : 2) + pub_rem))
+qd="on-disk queue in ${work%/*} ($queue_fs)"
+echo "| Library QoS 1, $q1_count_s x $msg_size B, end to end, $qd, fsync = interval_ms $fsync_ms: msgs/s (reference: no queue, as above) | $(num "$qi_rate") | $(num "$lib1_rate") | $(ratio "$qi_rate" "$lib1_rate") | - | - |"
+echo "| Library QoS 1, $(num "$q1_always_count") x $msg_size B, end to end, $qd, fsync = always: msgs/s (reference: no queue, $q1_count_s msgs) | $(num "$qa_rate") | $(num "$lib1_rate") | $(ratio "$qa_rate" "$lib1_rate") | - | - |"
+echo "| On-disk queue: bytes written to disk per QoS 1 message (\`queue_stats\`: bytes_written / stored), fsync interval_ms $fsync_ms / always (reference: the PUBLISH packet on the wire) | $qi_bpm / $qa_bpm B | $pub_len B | $(ratio "$qi_bpm" "$pub_len") | - | - |"
 echo "| $rt: median (reference: bare TcpStream) | $rtt_med us | $raw_med us | $(ratio "$rtt_med" "$raw_med") | <= 50 us | $(at_most "$rtt_med" 50) |"
 echo "| $rt: p99 (reference: bare TcpStream) | $rtt_p99 us | $raw_p99 us | $(ratio "$rtt_p99" "$raw_p99") | <= 150 us | $(at_most "$rtt_p99" 150) |"
 t0s="TLS: QoS 0, $q0_count_s x $msg_size B, \`pub -l\`"
@@ -561,10 +797,14 @@ echo "| $t1s: peak RSS | $(num "$t1_uiot_rss") KB | $(num "$t1_mosq_rss") KB | $
 ms_pair() { awk -v m="$1" -v p="$2" 'BEGIN { printf "%.2f / %.2f ms", m / 1000, p / 1000 }'; }
 conn="$(num "$connect_count") connects x $runs runs: median / p99"
 echo "| Library connect, plain TCP: \`Client::connect\` until CONNACK, $conn | $(ms_pair "$conn_plain_med" "$conn_plain_p99") | - | - | - | - |"
-echo "| Library connect, TLS: \`Client::connect\` (TCP, TLS handshake, CONNECT) until CONNACK, $conn (reference: the same with SSL_CERT_FILE = the bench CA, so the system CA bundle is not loaded) | $(ms_pair "$conn_tls_med" "$conn_tls_p99") | $(ms_pair "$conn_slim_med" "$conn_slim_p99") | $(ratio "$conn_tls_med" "$conn_slim_med") | - | - |"
+echo "| Library connect, TLS: \`Client::connect\` (TCP, TLS handshake, CONNECT) until CONNACK, $conn; every connect is a new Client, so each pays building the TLS connector, which a reconnect does not (reference: the same with SSL_CERT_FILE = the bench CA, so the system CA bundle is not loaded) | $(ms_pair "$conn_tls_med" "$conn_tls_p99") | $(ms_pair "$conn_slim_med" "$conn_slim_p99") | $(ratio "$conn_tls_med" "$conn_slim_med") | - | - |"
 one="One empty message, whole process (start, connect, publish, disconnect, exit), median of $((runs * proc_count))"
 echo "| $one, plain: \`uiot pub -m ''\` vs \`mosquitto_pub -n\` | ${one_uiot[plain]} ms | ${one_mosq[plain]} ms | $(ratio "${one_uiot[plain]}" "${one_mosq[plain]}") | - | - |"
 echo "| $one, TLS: \`uiot pub -m ''\` vs \`mosquitto_pub --cafile -n\` | ${one_uiot[tls]} ms | ${one_mosq[tls]} ms | $(ratio "${one_uiot[tls]}" "${one_mosq[tls]}") | - | - |"
+rc="Reconnect after \`kill -9\` of the broker, started again on the same port"
+rc_how="port answering until connected again, median of $restarts (library: reconnect min 100 ms, max 1 s; reference: \`mosquitto_sub\`, libmosquitto's fixed 1 s retry)"
+echo "| $rc at once: $rc_how | $rc0_uiot ms | $rc0_mosq ms | $(ratio "$rc0_uiot" "$rc0_mosq") | - | - |"
+echo "| $rc after 1 s down: $rc_how | $rc1_uiot ms | $rc1_mosq ms | $(ratio "$rc1_uiot" "$rc1_mosq") | - | - |"
 idle="Idle \`uiot sub\`, $idle_secs s, keep-alive $keep_alive: context switches, all threads (reference: \`mosquitto_sub -k $keep_alive\`)"
 if $quick; then
   echo "| $idle | skipped (--quick) | skipped | - | <= 6 | - |"
