@@ -45,7 +45,9 @@
 //! must name it), `BENCH_QUEUE_DIR` (QoS 1 messages go through the on-disk
 //! queue in this directory, which must be empty or absent), `BENCH_FSYNC`
 //! (with `BENCH_QUEUE_DIR`: `always`, the default, or a number of
-//! milliseconds for `fsync = interval_ms N`).
+//! milliseconds for `fsync = interval_ms N`), `BENCH_STABLE_AFTER_MS`
+//! (`reconnect` mode: `reconnect.stable_after`, default 1000; other events
+//! than `Connected`/`Disconnected` go to stderr).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -179,7 +181,13 @@ fn reconnect_times(mut options: Options, count: usize) -> Result<Vec<Duration>> 
     options.reconnect.enabled = true;
     options.reconnect.min = Duration::from_millis(100);
     options.reconnect.max = Duration::from_secs(1);
-    options.reconnect.stable_after = Duration::from_secs(1);
+    options.reconnect.stable_after = match std::env::var("BENCH_STABLE_AFTER_MS") {
+        Ok(ms) => Duration::from_millis(
+            ms.parse()
+                .map_err(|e| format!("BENCH_STABLE_AFTER_MS must be milliseconds: {e}"))?,
+        ),
+        Err(_) => Duration::from_secs(1),
+    };
     let addr = (options.host.clone(), options.port);
     let client = Client::connect(options)?;
     let events = client.events();
@@ -192,7 +200,7 @@ fn reconnect_times(mut options: Options, count: usize) -> Result<Vec<Duration>> 
         let down_at = loop {
             match events.recv_timeout(wait) {
                 Some(Event::Disconnected(_)) => break Instant::now(),
-                Some(_) => continue,
+                Some(other) => eprintln!("event {other:?}"),
                 None => return Err(format!("restart {i}: no Disconnected within 60 s").into()),
             }
         };
@@ -206,9 +214,13 @@ fn reconnect_times(mut options: Options, count: usize) -> Result<Vec<Duration>> 
             if Instant::now() > deadline {
                 return Err(format!("restart {i}: the port did not answer within 60 s").into());
             }
-            if let Some(Event::Connected { .. }) = events.recv_timeout(step) {
-                connected_early = true;
-                break Instant::now();
+            match events.recv_timeout(step) {
+                Some(Event::Connected { .. }) => {
+                    connected_early = true;
+                    break Instant::now();
+                }
+                Some(other) => eprintln!("event {other:?}"),
+                None => {}
             }
         };
         let connected_at = if connected_early {
@@ -217,7 +229,7 @@ fn reconnect_times(mut options: Options, count: usize) -> Result<Vec<Duration>> 
             loop {
                 match events.recv_timeout(wait) {
                     Some(Event::Connected { .. }) => break Instant::now(),
-                    Some(_) => continue,
+                    Some(other) => eprintln!("event {other:?}"),
                     None => {
                         return Err(format!(
                             "restart {i}: no Connected within 60 s of the port answering"
