@@ -55,6 +55,8 @@ struct Closed(String);
 
 /// What [`Io::run_loop`] hands back.
 const BROKER_CLOSED: &str = "the broker closed the connection";
+/// Young connections closed by the broker in a row that mean "kicked".
+const KICK_AFTER: u32 = 3;
 /// Text of a disconnect the application asked for.
 const BY_APPLICATION: &str = "disconnected by the application";
 
@@ -396,7 +398,11 @@ impl Io {
         }
         log::warn!("connection lost: {why}; reconnecting");
         self.event(Event::Disconnected(why.to_string()));
-        if self.backoff.short_closes >= 2 && !self.backoff.kicked {
+        // Three young connections closed by the broker in a row, with the
+        // broker reachable in between (a failed attempt resets the count):
+        // a broker restarting that often is rarer than two devices sharing
+        // one login.
+        if self.backoff.short_closes >= KICK_AFTER && !self.backoff.kicked {
             self.backoff.kicked = true;
             let who = match &o.identity {
                 Some(id) => format!("{}/{}", id.product_sn, id.device_sn),
@@ -440,6 +446,7 @@ impl Io {
                 // the broker or the network is away instead.
                 if !matches!(e, Error::Refused(_)) {
                     self.backoff.short_closes = 0;
+                    self.backoff.kicked = false;
                 }
                 log::warn!("reconnect failed: {e}");
                 self.schedule_reconnect();
