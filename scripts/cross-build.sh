@@ -161,23 +161,35 @@ openssl_src() {
   echo "$dir"
 }
 
-# build_openssl TRIPLE CONFIGURE_TARGET EXTRA...: static OpenSSL for a musl
-# target into $cross/openssl/TRIPLE (rebuilt only when the recipe changes).
+# build_openssl TRIPLE CONFIGURE_TARGET [no-nistz256] EXTRA...: static
+# OpenSSL for a musl target into $cross/openssl/TRIPLE, built in a copy of
+# the source (rebuilt only when the recipe changes). no-nistz256 drops the
+# ARM assembly P-256 implementation and its 158 KB precomputed table (P-256
+# then uses OpenSSL's generic C code; every other assembly routine stays).
 build_openssl() {
   local t=$1 ossl_target=$2; shift 2
-  local prefix="$cross/openssl/$t" build="$cross/openssl-build/$t" src stamp_want
+  local prefix="$cross/openssl/$t" build="$cross/openssl-build/$t" src stamp_want nistz=true
+  if [ "${1:-}" = no-nistz256 ]; then nistz=false; shift; fi
   src=$(openssl_src)
-  stamp_want="$src ${ossl_target} ${openssl_options[*]} ${openssl_cflags[*]} $*"
+  stamp_want="$src ${ossl_target} nistz256=$nistz ${openssl_options[*]} ${openssl_cflags[*]} $*"
   if [ -f "$prefix/.stamp" ] && [ "$(cat "$prefix/.stamp")" = "$stamp_want" ]; then
     return 0
   fi
   say "building OpenSSL for $t ($ossl_target $*), a few minutes"
   rm -rf "$prefix" "$build"
   mkdir -p "$build"
+  cp -a "$src/." "$build/"
+  if ! $nistz; then
+    sed -i -e 's/^\( *\$ECASM_armv4\)=.*/\1=/' -e 's/^\( *\$ECDEF_armv4\)=.*/\1=/' \
+      -e 's/^\( *\$ECASM_aarch64\)=ecp_nistz256.c ecp_nistz256-armv8.S$/\1=/' \
+      -e 's/^\( *\$ECDEF_aarch64\)=ECP_NISTZ256_ASM$/\1=/' "$build/crypto/ec/build.info"
+    ! grep -q 'ECDEF_armv4=ECP_NISTZ256_ASM' "$build/crypto/ec/build.info" \
+      || die "could not take ecp_nistz256 out of OpenSSL's crypto/ec/build.info"
+  fi
   (
     cd "$build"
     CC="$cross/bin/$t-cc" AR="$cross/bin/zig-ar" RANLIB="$cross/bin/zig-ranlib" \
-      perl "$src/Configure" "$ossl_target" --prefix="$prefix" --libdir=lib \
+      perl ./Configure "$ossl_target" --prefix="$prefix" --libdir=lib \
       "${openssl_options[@]}" "${openssl_cflags[@]}" "$@" > configure.log 2>&1 \
       || { tail -n 30 configure.log; exit 1; }
     make -j"$jobs" build_libs > make.log 2>&1 || { tail -n 40 make.log; exit 1; }
@@ -256,7 +268,13 @@ write_config() {
         echo "linker = \"$cross/bin/$t-cc\""
         # +crt-static: mipsel-musl links dynamically by default. No
         # rustc-provided crt objects exist with build-std: zig supplies them.
-        echo 'rustflags = ["-C", "target-feature=+crt-static", "-C", "link-self-contained=no"]'
+        # 32-bit: libc_unstable_musl_v1_2 (and the env below, for std's older
+        # libc) = musl's 64-bit time_t ABI; see the [env] comment.
+        case "$t" in
+          mipsel-*|armv7-*)
+            echo 'rustflags = ["-C", "target-feature=+crt-static", "-C", "link-self-contained=no", "--cfg", "libc_unstable_musl_v1_2"]' ;;
+          *) echo 'rustflags = ["-C", "target-feature=+crt-static", "-C", "link-self-contained=no"]' ;;
+        esac
         echo "[env]"
         echo "CC_$u = \"$cross/bin/$t-cc\""
         echo "AR_$u = \"$cross/bin/zig-ar\""
@@ -295,7 +313,7 @@ prepare() {
 
 prepare_openssl() {
   case "$1" in
-    armv7-unknown-linux-musleabihf) build_openssl "$1" linux-armv4 ;;
+    armv7-unknown-linux-musleabihf) build_openssl "$1" linux-armv4 no-nistz256 no-pic ;;
     aarch64-unknown-linux-musl) build_openssl "$1" linux-aarch64 ;;
     # OpenSSL's MIPS assembly, assembled by zig/clang, corrupts records at
     # run time (bad record MAC, SIGSEGV); 32-bit MIPS has no 64-bit atomics.
