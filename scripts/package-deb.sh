@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Builds the Raspberry Pi OS .deb of uiot with dpkg-deb and verifies it.
+# Owns only target/package/ (staging tree and the .deb); the package's
+# maintainer scripts and templates live in packaging/deb/.
+#
+# Usage: scripts/package-deb.sh [--no-build] [TARGET]
+#   TARGET  armv7-unknown-linux-gnueabihf (default, Debian arch armhf) or
+#           aarch64-unknown-linux-gnu (arm64)
+#   --no-build  package target/TARGET/release/uiot as it is (else
+#               scripts/cross-build.sh builds it first)
+# Output: target/package/uiot_<version>_<arch>.deb, containing
+#   /usr/bin/uiot
+#   /etc/uiot/uiot.ini                 conffile (from etc/uiot.ini), mode 0600
+#   /usr/share/doc/uiot/{README.md,copyright}
+#   /lib/systemd/system/uiot.service   only once packaging/systemd/uiot.service exists (the hook)
+# Depends: libc6 (>= 2.34) and libssl3: Raspberry Pi OS bookworm or newer.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+die() { echo "package-deb: $*" >&2; exit 1; }
+
+build=true
+target=armv7-unknown-linux-gnueabihf
+for a in "$@"; do
+  case "$a" in
+    --no-build) build=false ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) die "unknown option '$a'; see $0 --help" ;;
+    *) target=$a ;;
+  esac
+done
+case "$target" in
+  armv7-unknown-linux-gnueabihf) arch=armhf ;;
+  aarch64-unknown-linux-gnu) arch=arm64 ;;
+  *) die "no .deb for '$target': use armv7-unknown-linux-gnueabihf or aarch64-unknown-linux-gnu (musl builds go into the .ipk)" ;;
+esac
+command -v dpkg-deb >/dev/null || die "dpkg-deb not found (Debian's dpkg package)"
+
+version=$(awk -F'"' '/^version = /{print $2; exit}' "$root/Cargo.toml")
+[ -n "$version" ] || die "no version in Cargo.toml"
+bin="$root/target/$target/release/uiot"
+if $build; then
+  bash "$root/scripts/cross-build.sh" --tls "$target"
+fi
+[ -x "$bin" ] || die "$bin missing; build it: scripts/cross-build.sh $target"
+
+out="$root/target/package"
+stage="$out/deb-$arch"
+deb="$out/uiot_${version}_${arch}.deb"
+rm -rf "$stage"
+mkdir -p "$stage/DEBIAN" "$stage/usr/bin" "$stage/etc/uiot" "$stage/usr/share/doc/uiot"
+install -m 0755 "$bin" "$stage/usr/bin/uiot"
+# The config will hold the device secret: readable by root only.
+install -m 0600 "$root/etc/uiot.ini" "$stage/etc/uiot/uiot.ini"
+install -m 0644 "$root/README.md" "$stage/usr/share/doc/uiot/README.md"
+install -m 0644 "$root/packaging/deb/copyright" "$stage/usr/share/doc/uiot/copyright"
+echo /etc/uiot/uiot.ini > "$stage/DEBIAN/conffiles"
+
+# Hook for the systemd unit (not written yet): once
+# packaging/systemd/uiot.service exists it is shipped, and the maintainer
+# scripts reload systemd. The unit is never enabled by the package: the
+# config must be filled in first (docs/cross.md).
+if [ -f "$root/packaging/systemd/uiot.service" ]; then
+  mkdir -p "$stage/lib/systemd/system"
+  install -m 0644 "$root/packaging/systemd/uiot.service" "$stage/lib/systemd/system/uiot.service"
+  for s in postinst prerm postrm; do
+    install -m 0755 "$root/packaging/deb/$s" "$stage/DEBIAN/$s"
+  done
+fi
+
+installed_kb=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
+sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@INSTALLED_SIZE@/$installed_kb/" \
+  "$root/packaging/deb/control.in" > "$stage/DEBIAN/control"
+
+mkdir -p "$out"
+rm -f "$deb"
+dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null
+
+# Verify: the control data and every file a user relies on.
+info=$(dpkg-deb --info "$deb")
+contents=$(dpkg-deb --contents "$deb")
+echo "$info"
+echo "$contents"
+echo "$info" | grep -q "Architecture: $arch" || die "wrong Architecture in $deb"
+echo "$info" | grep -q "Depends: .*libssl3" || die "Depends lacks libssl3 in $deb"
+echo "$contents" | grep -q -- '-rwxr-xr-x root/root .* \./usr/bin/uiot$' || die "usr/bin/uiot missing or not 0755 root in $deb"
+echo "$contents" | grep -q -- '-rw------- root/root .* \./etc/uiot/uiot\.ini$' || die "etc/uiot/uiot.ini missing or not 0600 root in $deb"
+dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./conffiles | grep -qx /etc/uiot/uiot.ini \
+  || die "/etc/uiot/uiot.ini is not a conffile in $deb"
+cmp -s <(dpkg-deb --fsys-tarfile "$deb" | tar -xOf - ./usr/bin/uiot) "$bin" \
+  || die "the binary in $deb differs from $bin"
+echo "package-deb: $deb ($(stat -c %s "$deb") bytes) verified"
