@@ -16,7 +16,7 @@
 #   mipsel-unknown-linux-musl       OpenWrt ramips/ath79 (MIPS32r2 LE soft-float), fully static
 #   all                             every target above
 #
-# How (see docs/cross.md): the Rust standard library for each target is built
+# How (see README.md, "Raspberry Pi and OpenWrt builds"): the Rust standard library for each target is built
 # from Debian's source (rustc-web, cargo-web, rust-web-src; -Z build-std with
 # RUSTC_BOOTSTRAP=1), because `rustup target add` cannot download here.
 # glibc targets link with Debian's cross gcc against Debian bookworm's own

@@ -59,7 +59,7 @@ echo /etc/uiot/uiot.ini > "$stage/DEBIAN/conffiles"
 # Hook for the systemd unit (not written yet): once
 # packaging/systemd/uiot.service exists it is shipped, and the maintainer
 # scripts reload systemd. The unit is never enabled by the package: the
-# config must be filled in first (docs/cross.md).
+# config must be filled in first (README.md, "Raspberry Pi and OpenWrt builds").
 if [ -f "$root/packaging/systemd/uiot.service" ]; then
   mkdir -p "$stage/lib/systemd/system"
   install -m 0644 "$root/packaging/systemd/uiot.service" "$stage/lib/systemd/system/uiot.service"

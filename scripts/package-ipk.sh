@@ -20,7 +20,7 @@
 #   /usr/bin/uiot, /etc/uiot/uiot.ini (conffile, mode 0600),
 #   /etc/init.d/uiot only once packaging/openwrt/uiot.init exists (the hook).
 # For opkg-based OpenWrt (up to 24.10); OpenWrt 25.x uses apk: copy the
-# static binary instead (docs/cross.md).
+# static binary instead (README.md, "Raspberry Pi and OpenWrt builds").
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
