@@ -1055,7 +1055,7 @@ impl Section for QueueConfig {
             "max_bytes",
             4 * 1024 * 1024,
             1024,
-            1 << 40,
+            1 << 30,
             "bytes of payload",
         );
         let on_full = r
