@@ -442,9 +442,9 @@ fn section_list() -> String {
 
 /// The known name closest to `name` (case-insensitive edit distance), if close enough.
 fn suggest<'k>(name: &str, known: impl Iterator<Item = &'k str>) -> Option<&'k str> {
-    let lower = name.to_lowercase();
+    let lower = name.to_ascii_lowercase();
     known
-        .map(|k| (distance(&lower, &k.to_lowercase()), k))
+        .map(|k| (distance(&lower, &k.to_ascii_lowercase()), k))
         .filter(|(d, k)| *d <= (k.len() / 3).max(2))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)

@@ -86,9 +86,11 @@ impl Backoff {
         self.rng ^= self.rng >> 12;
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;
-        let r = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11;
-        let frac = r as f64 / (1u64 << 53) as f64;
-        min + (cap - min).mul_f64(frac)
+        let r = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32;
+        // (cap - min) * r / 2^32, in integer nanoseconds.
+        let span = (cap - min).as_nanos().min(u128::from(u64::MAX));
+        let pick = (span * u128::from(r)) >> 32;
+        min + Duration::from_nanos(u64::try_from(pick).unwrap_or(u64::MAX))
     }
 }
 
@@ -234,7 +236,7 @@ impl Io {
         let shared = self.shared.clone();
         let o = &shared.options;
         let deadline = Instant::now() + o.connect_timeout;
-        let timeout_text = format!("{:.1} s", o.connect_timeout.as_secs_f64());
+        let timeout_text = super::secs(o.connect_timeout);
         let mut stream = transport::connect(
             &o.host,
             o.port,
@@ -410,8 +412,8 @@ impl Io {
             };
             log::error!(
                 "another device is using the credentials of {who}; this device was \
-                 disconnected (reconnecting only every {:.0} s from now on)",
-                o.reconnect.max.as_secs_f64()
+                 disconnected (reconnecting only every {} from now on)",
+                super::secs(o.reconnect.max)
             );
             self.event(Event::Kicked);
         }
@@ -421,7 +423,7 @@ impl Io {
     fn schedule_reconnect(&mut self) {
         let r = &self.shared.options.reconnect;
         let wait = self.backoff.next(r.min, r.max);
-        log::info!("next connection attempt in {:.1} s", wait.as_secs_f64());
+        log::info!("next connection attempt in {}", super::secs(wait));
         self.shared
             .timers
             .set(Deadline::Reconnect, Instant::now() + wait);
@@ -632,8 +634,8 @@ impl Io {
                 Ok(())
             }
             Deadline::PingResp if self.ping_outstanding => Err(Closed(format!(
-                "no PINGRESP within {:.1} s: the connection is dead",
-                self.shared.options.effective_ping_timeout().as_secs_f64()
+                "no PINGRESP within {}: the connection is dead",
+                super::secs(self.shared.options.effective_ping_timeout())
             ))),
             Deadline::PingResp => Ok(()),
             Deadline::Shutdown => {

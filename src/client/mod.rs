@@ -230,8 +230,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn secs(d: Duration) -> String {
-    format!("{:.1} s", d.as_secs_f64())
+/// "1.5 s": tenths of a second, without float formatting (which costs
+/// tens of KB on small targets).
+pub(crate) fn secs(d: Duration) -> String {
+    let tenths = d.as_millis() / 100;
+    format!("{}.{} s", tenths / 10, tenths % 10)
 }
 
 impl Shared {

@@ -299,7 +299,7 @@ impl Options {
 
     /// Keep-alive in whole seconds as sent in CONNECT (at least 1).
     pub(crate) fn keep_alive_secs(&self) -> u16 {
-        let s = self.keep_alive.as_secs_f64().ceil() as u64;
+        let s = u64::try_from(self.keep_alive.as_millis().div_ceil(1000)).unwrap_or(u64::MAX);
         s.clamp(1, u64::from(u16::MAX)) as u16
     }
 }

@@ -60,7 +60,7 @@ impl Limits {
 pub struct RateLimiter {
     rate: usize,
     sent: VecDeque<Instant>,
-    bytes_per_sec: f64,
+    bytes_per_sec: u64,
     next_byte_slot: Option<Instant>,
 }
 
@@ -81,14 +81,14 @@ impl RateLimiter {
         RateLimiter {
             rate: rate as usize,
             sent: VecDeque::with_capacity(rate as usize),
-            bytes_per_sec: f64::from(kb) * 1024.0,
+            bytes_per_sec: u64::from(kb) * 1024,
             next_byte_slot: None,
         }
     }
 
     /// True when neither limit applies (the fast path skips the limiter).
     pub fn is_unlimited(&self) -> bool {
-        self.rate == 0 && self.bytes_per_sec <= 0.0
+        self.rate == 0 && self.bytes_per_sec == 0
     }
 
     /// Ask to send one packet of `bytes` bytes at `now`. Returns `None` when
@@ -107,7 +107,7 @@ impl RateLimiter {
                 return Some((oldest + WINDOW).saturating_duration_since(now));
             }
         }
-        if self.bytes_per_sec > 0.0 {
+        if self.bytes_per_sec > 0 {
             // GCRA: the theoretical time the link is free again may run
             // ahead of now by at most BYTE_BURST.
             let free_at = self.next_byte_slot.map_or(now, |t| t.max(now));
@@ -115,7 +115,8 @@ impl RateLimiter {
             if ahead > BYTE_BURST {
                 return Some(ahead - BYTE_BURST);
             }
-            let cost = Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec);
+            let nanos = (bytes as u128 * 1_000_000_000) / u128::from(self.bytes_per_sec);
+            let cost = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
             self.next_byte_slot = Some(free_at + cost);
         }
         if self.rate > 0 {

@@ -197,16 +197,26 @@ fn lock_dir(dir: &Path) -> Result<File, Error> {
             ),
             source: e,
         })?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-        |e| Error::Io {
-            context: format!(
-                "another uiot process is using the QoS 1 queue in {}: give each process \
+    // A child being forked by another thread holds a copy of a just-closed
+    // lock until it execs: give such a lock a moment to go away.
+    let mut tries = 0;
+    let locked = loop {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Err(rustix::io::Errno::WOULDBLOCK) if tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => break other,
+        }
+    };
+    locked.map_err(|e| Error::Io {
+        context: format!(
+            "another uiot process is using the QoS 1 queue in {}: give each process \
                  its own [queue] dir",
-                dir.display()
-            ),
-            source: e.into(),
-        },
-    )?;
+            dir.display()
+        ),
+        source: e.into(),
+    })?;
     Ok(file)
 }
 
