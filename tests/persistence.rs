@@ -9,6 +9,18 @@ use std::time::Duration;
 
 use support::{Proxy, TempDir};
 
+/// `uiot pub -l` with nothing to publish: it only sends what its on-disk
+/// queue holds.
+fn drain(uiot: &str, ini: &std::path::Path) -> std::process::Output {
+    Command::new(uiot)
+        .args(["pub", "-c"])
+        .arg(ini)
+        .args(["-t", "upload", "-q", "1", "-l"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn kill_9_loses_no_accepted_message() {
     let Some(broker) = support::broker() else {
@@ -63,13 +75,7 @@ fn kill_9_loses_no_accepted_message() {
     proxy.pass();
 
     // A new start with nothing to publish sends what the first one accepted.
-    let out = Command::new(uiot)
-        .args(["pub", "-c"])
-        .arg(&ini)
-        .args(["-t", "upload", "-q", "1", "-l"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = drain(uiot, &ini);
     assert!(
         out.status.success(),
         "{}",
@@ -86,13 +92,7 @@ fn kill_9_loses_no_accepted_message() {
     assert_eq!(payloads, want);
 
     // Once acknowledged, nothing is sent again.
-    let again = Command::new(uiot)
-        .args(["pub", "-c"])
-        .arg(&ini)
-        .args(["-t", "upload", "-q", "1", "-l"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let again = drain(uiot, &ini);
     assert!(again.status.success());
     std::thread::sleep(Duration::from_millis(500));
     assert!(
