@@ -23,21 +23,7 @@ use ini::{Ini, ParseOption};
 use crate::packet::Protocol;
 use crate::platform::{Limits, MAX_KEEP_ALIVE, MAX_PACKET, MIN_KEEP_ALIVE};
 
-/// Every problem found in a configuration file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// One line per problem, e.g.
-    /// `uiot.ini: [connection] keep_alive = 10: must be 30..1200 seconds (UIoT Core refuses others)`.
-    pub problems: Vec<String>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.problems.join("\n"))
-    }
-}
-
-impl std::error::Error for ConfigError {}
+pub use crate::error::ConfigError;
 
 /// The configuration file used when none is given: `$UIOT_CONFIG` if it is
 /// set and non-empty, else `/etc/uiot/uiot.ini`.

@@ -1,13 +1,47 @@
 //! The one error type of the library.
 //!
-//! Owns: `uiot::Error` and its `Display` texts (which say what to fix).
+//! Owns: `uiot::Error`, [`ConfigError`] and their `Display` texts (which say
+//! what to fix), and [`cut`], which keeps quoted values short.
 //! Must not touch: I/O, logging, process exit codes (the CLI maps variants to
-//! sysexits codes itself).
+//! sysexits codes itself). Depends on nothing of the crate but `packet`, so
+//! every layer can use it without a cycle.
 
 use std::fmt;
 
-use crate::config::ConfigError;
 use crate::packet::{ConnectReturnCode, PacketError};
+
+/// Every problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// One line per problem, e.g.
+    /// `uiot.ini: [connection] keep_alive = 10: must be 30..1200 seconds (UIoT Core refuses others)`.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.problems.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Longest quoted value in an error message, in characters.
+pub const QUOTE_MAX: usize = 64;
+
+/// `value` for quoting in a message: at most [`QUOTE_MAX`] characters, with
+/// "... (N bytes)" when it was longer, so that a 1 MB value never becomes a
+/// 1 MB log line.
+pub fn cut(value: &str) -> std::borrow::Cow<'_, str> {
+    match value.char_indices().nth(QUOTE_MAX) {
+        None => std::borrow::Cow::Borrowed(value),
+        Some((end, _)) => std::borrow::Cow::Owned(format!(
+            "{}... ({} bytes)",
+            value.get(..end).unwrap_or_default(),
+            value.len()
+        )),
+    }
+}
 
 /// Shorthand for `std::result::Result<T, uiot::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -19,6 +53,14 @@ pub enum Error {
     /// The configuration is invalid; each problem names the file, section,
     /// key, value and the fix.
     Config(ConfigError),
+    /// An input the caller named (a payload file, standard input, the secret
+    /// or CA file) is missing, unreadable or not a regular file.
+    Input {
+        /// What was being read, e.g. "reading /tmp/payload.bin".
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// An I/O error, with what uiot was doing when it happened.
     Io {
         /// What was being done, e.g. "reading /etc/uiot/uiot.ini".
@@ -37,8 +79,12 @@ pub enum Error {
     Protocol(PacketError),
     /// Something did not happen in time; the text says what.
     Timeout(String),
-    /// A platform limit would be exceeded (packet size, subscriptions, ...).
+    /// A platform limit would be exceeded (packet size, subscriptions, ...),
+    /// or an input is larger than uiot accepts.
     Limit(String),
+    /// An argument given to the library is out of range (e.g. a `Duration`
+    /// too large to add to the clock, an empty topic); the text names it.
+    InvalidArgument(String),
     /// The topic or filter is not valid MQTT (e.g. a wildcard in a publish
     /// topic, `#` not last).
     InvalidTopic {
@@ -67,6 +113,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Config(e) => write!(f, "{e}"),
+            Error::Input { context, source } => write!(f, "{context}: {source}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::Unreachable(s) => write!(f, "broker unreachable: {s}"),
             Error::Tls(s) => write!(f, "TLS: {s}"),
@@ -79,6 +126,7 @@ impl fmt::Display for Error {
             Error::Protocol(e) => write!(f, "protocol error: {e}"),
             Error::Timeout(s) => write!(f, "timed out: {s}"),
             Error::Limit(s) => write!(f, "platform limit: {s}"),
+            Error::InvalidArgument(s) => write!(f, "invalid argument: {s}"),
             Error::InvalidTopic { topic, reason } => write!(f, "invalid topic {topic:?}: {reason}"),
             Error::TopicDenied { topic, reason } => write!(f, "topic {topic:?} denied: {reason}"),
             Error::SubscribeRefused(filter) => write!(
@@ -99,7 +147,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io { source, .. } => Some(source),
+            Error::Io { source, .. } | Error::Input { source, .. } => Some(source),
             Error::Protocol(e) => Some(e),
             Error::Config(e) => Some(e),
             _ => None,
@@ -116,5 +164,21 @@ impl From<PacketError> for Error {
 impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Self {
         Error::Config(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_keeps_short_values_and_cuts_long_ones() {
+        assert_eq!(cut("cn-sh2"), "cn-sh2");
+        let long = "x".repeat(1_000_000);
+        let c = cut(&long);
+        assert!(c.len() < 100, "{c}");
+        assert!(c.ends_with("... (1000000 bytes)"), "{c}");
+        let wide = "\u{e9}".repeat(100);
+        assert!(cut(&wide).starts_with(&"\u{e9}".repeat(QUOTE_MAX)));
     }
 }

@@ -3,8 +3,6 @@
 //! Owns: the numeric codes and [`code`].
 //! Must not touch: printing, argument parsing, the library.
 
-use std::io::ErrorKind;
-
 use uiot::Error;
 
 /// Success.
@@ -32,30 +30,20 @@ pub const CONFIG: u8 = 78;
 
 /// The exit code for a library error.
 ///
-/// An I/O error is `NOINPUT` (66) when a file being read or opened was
-/// missing or unreadable (its context starts with "reading" or "opening"),
-/// else `IOERR` (74).
+/// An input the user named that cannot be opened or read is `NOINPUT` (66);
+/// any other I/O error is `IOERR` (74).
 pub fn code(err: &Error) -> u8 {
     match err {
         Error::Config(_) => CONFIG,
-        Error::Io { context, source } => {
-            let input = context.starts_with("reading") || context.starts_with("opening");
-            let missing = matches!(
-                source.kind(),
-                ErrorKind::NotFound | ErrorKind::PermissionDenied
-            );
-            if input && missing {
-                NOINPUT
-            } else {
-                IOERR
-            }
-        }
+        Error::Input { .. } => NOINPUT,
+        Error::Io { .. } => IOERR,
         Error::Unreachable(_) => UNAVAILABLE,
         Error::Tls(_) => UNAVAILABLE,
         Error::Refused(_) => NOPERM,
         Error::Protocol(_) => PROTOCOL,
         Error::Timeout(_) => TEMPFAIL,
         Error::Limit(_) => DATAERR,
+        Error::InvalidArgument(_) => USAGE,
         Error::InvalidTopic { .. } => DATAERR,
         Error::TopicDenied { .. } => NOPERM,
         Error::SubscribeRefused(_) => NOPERM,
@@ -69,7 +57,7 @@ pub fn code(err: &Error) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io;
+    use std::io::{self, ErrorKind};
     use uiot::config::ConfigError;
     use uiot::packet::ConnectReturnCode;
 
@@ -106,19 +94,12 @@ mod tests {
     }
 
     #[test]
-    fn io_errors_on_missing_input_are_noinput() {
-        assert_eq!(
-            code(&io_err("reading /x/payload.bin", ErrorKind::NotFound)),
-            66
-        );
-        assert_eq!(
-            code(&io_err("opening /x/ca.pem", ErrorKind::PermissionDenied)),
-            66
-        );
-        assert_eq!(
-            code(&io_err("reading /x/payload.bin", ErrorKind::InvalidData)),
-            74
-        );
+    fn unreadable_input_is_noinput_other_io_is_ioerr() {
+        let input = Error::Input {
+            context: "reading /x/payload.bin".into(),
+            source: io::Error::from(ErrorKind::NotFound),
+        };
+        assert_eq!(code(&input), 66);
         assert_eq!(
             code(&io_err("writing to standard output", ErrorKind::NotFound)),
             74

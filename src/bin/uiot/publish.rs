@@ -102,7 +102,7 @@ fn parse_args(args: &mut lexopt::Parser) -> Result<Args, Failure> {
 }
 
 fn read_err(what: &str, source: std::io::Error) -> Failure {
-    Failure::Uiot(Error::Io {
+    Failure::Uiot(Error::Input {
         context: format!("reading {what}"),
         source,
     })
@@ -151,7 +151,7 @@ fn publish_lines(client: &uiot::Client, topic: &str, qos: QoS) -> Result<(), Err
         line.clear();
         let n = input
             .read_until(b'\n', &mut line)
-            .map_err(|source| Error::Io {
+            .map_err(|source| Error::Input {
                 context: "reading standard input".to_string(),
                 source,
             })?;
