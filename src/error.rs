@@ -75,8 +75,12 @@ pub enum Error {
     Tls(String),
     /// The broker refused the connection with this CONNACK code.
     Refused(ConnectReturnCode),
-    /// The peer sent bytes that are not valid MQTT 3.1.1, or broke the protocol.
+    /// The peer sent bytes that are not valid MQTT 3.1.1.
     Protocol(PacketError),
+    /// The broker broke the protocol with well-formed packets (a second
+    /// CONNACK, a QoS 2 flow, session present on a clean session, ...); the
+    /// text says what it did. The client stops instead of reconnecting.
+    ProtocolViolation(String),
     /// Something did not happen in time; the text says what.
     Timeout(String),
     /// A platform limit would be exceeded (packet size, subscriptions, ...),
@@ -124,6 +128,7 @@ impl fmt::Display for Error {
                 code.advice()
             ),
             Error::Protocol(e) => write!(f, "protocol error: {e}"),
+            Error::ProtocolViolation(s) => write!(f, "protocol error: the broker {s}"),
             Error::Timeout(s) => write!(f, "timed out: {s}"),
             Error::Limit(s) => write!(f, "platform limit: {s}"),
             Error::InvalidArgument(s) => write!(f, "invalid argument: {s}"),

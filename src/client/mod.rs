@@ -171,6 +171,11 @@ pub(crate) enum Command {
         filters: Vec<String>,
         done: mpsc::Sender<Result<(), Error>>,
     },
+    /// The application took an inbound QoS 1 message: acknowledge it.
+    Ack {
+        id: u16,
+        conn: u32,
+    },
     Flush {
         done: mpsc::Sender<Result<(), Error>>,
     },
@@ -178,6 +183,30 @@ pub(crate) enum Command {
         done: mpsc::Sender<Result<(), Error>>,
     },
     Timer(timer::Deadline),
+}
+
+/// A message for the application, with what acknowledges it once taken.
+pub(crate) struct Inbound {
+    pub(crate) msg: Message,
+    pub(crate) ack: Option<Ack>,
+}
+
+/// The PUBACK owed for an inbound QoS 1 message: its packet id and the
+/// connection it came on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ack {
+    pub(crate) id: u16,
+    pub(crate) conn: u32,
+}
+
+/// `at + d`, or a point far beyond any deadline that matters when that
+/// would overflow the clock (a `Duration::MAX` timeout means "never").
+pub(crate) fn later(at: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    at.checked_add(d)
+        .or_else(|| at.checked_add(FAR))
+        .or_else(|| at.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(at)
 }
 
 /// Counts messages accepted and not yet done (QoS 1: until PUBACK; QoS 0:
@@ -209,12 +238,15 @@ pub(crate) struct Shared {
     pub(crate) commands: SyncSender<Command>,
     pub(crate) waker: mio::Waker,
     /// The I/O thread is (about to be) parked in poll: wake it.
-    pub(crate) io_parked: AtomicBool,
+    pub(crate) parked: io::ParkFlag,
+    /// Bumped on every write to the socket and every PUBACK: a drain waits
+    /// as long as this moves.
+    pub(crate) progress: AtomicUsize,
     /// The message queue was full and the I/O thread stopped reading.
     pub(crate) inbound_stalled: AtomicBool,
     pub(crate) capacity: Capacity,
     pub(crate) limiter: Mutex<RateLimiter>,
-    pub(crate) closed: Mutex<Option<String>>,
+    pub(crate) closed: Mutex<Option<io::Closed>>,
     pub(crate) is_closed: AtomicBool,
     /// When the socket was last written to.
     pub(crate) last_sent: Mutex<Instant>,
@@ -248,7 +280,7 @@ impl Shared {
             }
             Err(TrySendError::Disconnected(_)) => return Err(self.closed_error()),
         }
-        if self.io_parked.swap(false, Ordering::SeqCst) {
+        if self.parked.take_wake() {
             self.wake();
         }
         Ok(())
@@ -261,16 +293,16 @@ impl Shared {
     }
 
     pub(crate) fn closed_error(&self) -> Error {
-        let why = lock(&self.closed)
-            .clone()
-            .unwrap_or_else(|| "the client was closed".to_string());
-        Error::Disconnected(why)
+        match lock(&self.closed).as_ref() {
+            Some(why) => why.to_error(),
+            None => Error::Disconnected("the client was closed".to_string()),
+        }
     }
 
-    pub(crate) fn mark_closed(&self, reason: &str) {
+    pub(crate) fn mark_closed(&self, reason: &io::Closed) {
         let mut c = lock(&self.closed);
         if c.is_none() {
-            *c = Some(reason.to_string());
+            *c = Some(reason.clone());
         }
         self.is_closed.store(true, Ordering::SeqCst);
         drop(c);
@@ -321,7 +353,7 @@ impl Shared {
         if let Some(every) = self.options.queue.fsync_interval {
             if !self.sync_pending.swap(true, Ordering::SeqCst) {
                 self.timers
-                    .set(timer::Deadline::StoreSync, Instant::now() + every);
+                    .set(timer::Deadline::StoreSync, later(Instant::now(), every));
             }
         }
         Ok(Some(id))
@@ -332,6 +364,15 @@ impl Shared {
         if let (Some(store), Some(id)) = (&self.store, id) {
             if let Err(e) = lock(store).ack(id) {
                 log::error!("on-disk queue: {e}");
+            }
+        }
+    }
+
+    /// Reclaim acknowledged records of the on-disk queue (when idle).
+    pub(crate) fn compact_store(&self) {
+        if let Some(store) = &self.store {
+            if let Err(e) = lock(store).compact() {
+                log::warn!("on-disk queue: {e}");
             }
         }
     }
@@ -357,33 +398,48 @@ impl Shared {
 
 /// The messages the broker delivers, in order. Obtained from
 /// [`Client::messages`]; every clone reads from the same queue.
+///
+/// A QoS 1 message is acknowledged to the broker (PUBACK) only when it is
+/// taken here: messages still queued when the client disconnects (or the
+/// process dies) stay with the broker for the next session
+/// (`clean_session = false`).
 #[derive(Clone)]
 pub struct Messages {
-    rx: Arc<Mutex<Receiver<Message>>>,
+    rx: Arc<Mutex<Receiver<Inbound>>>,
     shared: Arc<Shared>,
 }
 
 impl Messages {
-    fn took(&self) {
+    /// Take one message off the queue: wake a stalled reader, owe the
+    /// broker its PUBACK. Called with the queue locked, so that PUBACKs go
+    /// out in the order the messages came.
+    fn took(&self, inbound: Inbound) -> Message {
+        if let Some(Ack { id, conn }) = inbound.ack {
+            // A closed client cannot acknowledge any more: the broker
+            // redelivers the message to the next session.
+            let _ = self.shared.send(Command::Ack { id, conn });
+        }
         if self.shared.inbound_stalled.swap(false, Ordering::SeqCst) {
             self.shared.wake();
         }
+        inbound.msg
     }
 
     /// Wait for the next message. Fails once the client is closed and every
     /// queued message has been taken.
     pub fn recv(&self) -> Result<Message, Error> {
-        let r = lock(&self.rx).recv();
-        self.took();
-        r.map_err(|_| self.shared.closed_error())
+        let rx = lock(&self.rx);
+        match rx.recv() {
+            Ok(inbound) => Ok(self.took(inbound)),
+            Err(_) => Err(self.shared.closed_error()),
+        }
     }
 
     /// Wait at most `timeout` for the next message.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Message, Error> {
-        let r = lock(&self.rx).recv_timeout(timeout);
-        self.took();
-        match r {
-            Ok(m) => Ok(m),
+        let rx = lock(&self.rx);
+        match rx.recv_timeout(timeout) {
+            Ok(inbound) => Ok(self.took(inbound)),
             Err(RecvTimeoutError::Timeout) => Err(Error::Timeout(format!(
                 "no message within {}",
                 secs(timeout)
@@ -394,9 +450,8 @@ impl Messages {
 
     /// The next message if one is queued now.
     pub fn try_recv(&self) -> Option<Message> {
-        let r = lock(&self.rx).try_recv().ok();
-        self.took();
-        r
+        let rx = lock(&self.rx);
+        rx.try_recv().ok().map(|inbound| self.took(inbound))
     }
 
     /// Iterate over messages until the client is closed.
@@ -516,7 +571,8 @@ impl Client {
         let shared = Arc::new(Shared {
             commands: cmd_tx,
             waker,
-            io_parked: AtomicBool::new(false),
+            parked: io::ParkFlag::default(),
+            progress: AtomicUsize::new(0),
             inbound_stalled: AtomicBool::new(false),
             capacity: Capacity {
                 used: Mutex::new((0, 0)),
@@ -693,10 +749,12 @@ impl Client {
         }
         self.pace(publish_size(topic, payload.len()));
         let bytes = payload.len();
+        // Both QoS take room in the queue: QoS 0 until written, QoS 1 until
+        // acknowledged, so memory stays bounded whatever the broker does.
+        self.shared.acquire(bytes)?;
         let (done, rx, store_id) = match qos {
             QoS::AtMostOnce => (None, None, None),
             QoS::AtLeastOnce => {
-                self.shared.acquire(bytes)?;
                 let store_id = match self.shared.persist(topic, &payload) {
                     Ok(id) => id,
                     Err(e) => {
@@ -716,9 +774,7 @@ impl Client {
             store_id,
         });
         if let Err(e) = sent {
-            if qos == QoS::AtLeastOnce {
-                self.shared.release(bytes);
-            }
+            self.shared.release(bytes);
             return Err(e);
         }
         Ok(PublishToken { rx })
@@ -728,7 +784,9 @@ impl Client {
     /// refused filter (SUBACK 0x80) gives [`Error::SubscribeRefused`].
     pub fn subscribe<S: AsRef<str>>(&self, filters: &[(S, QoS)]) -> Result<Vec<QoS>, Error> {
         if filters.is_empty() {
-            return Err(Error::Limit("subscribe needs at least one filter".into()));
+            return Err(Error::InvalidArgument(
+                "subscribe needs at least one filter".into(),
+            ));
         }
         let mut list = Vec::with_capacity(filters.len());
         for (f, q) in filters {
@@ -747,7 +805,9 @@ impl Client {
     /// Unsubscribe from these filters.
     pub fn unsubscribe<S: AsRef<str>>(&self, filters: &[S]) -> Result<(), Error> {
         if filters.is_empty() {
-            return Err(Error::Limit("unsubscribe needs at least one filter".into()));
+            return Err(Error::InvalidArgument(
+                "unsubscribe needs at least one filter".into(),
+            ));
         }
         let mut list = Vec::with_capacity(filters.len());
         for f in filters {
@@ -773,12 +833,40 @@ impl Client {
         self.shared.send(Command::Flush { done: tx })?;
         match rx.recv_timeout(timeout) {
             Ok(r) => r,
-            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout(format!(
-                "messages still unacknowledged after {}",
-                secs(timeout)
-            ))),
+            Err(RecvTimeoutError::Timeout) => Err(self.not_done(timeout, "after")),
             Err(RecvTimeoutError::Disconnected) => Err(self.shared.closed_error()),
         }
+    }
+
+    /// Like [`Client::flush`], but waits as long as the broker keeps making
+    /// progress (bytes written, acknowledgements received): it fails only
+    /// when nothing moved for `stall`. For a publisher that must exit only
+    /// after everything it accepted went out, over a slow link.
+    pub fn drain(&self, stall: Duration) -> Result<(), Error> {
+        let (tx, rx) = mpsc::channel();
+        self.shared.send(Command::Flush { done: tx })?;
+        let mut seen = self.shared.progress.load(Ordering::Relaxed);
+        loop {
+            match rx.recv_timeout(stall) {
+                Ok(r) => return r,
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = self.shared.progress.load(Ordering::Relaxed);
+                    if now == seen {
+                        return Err(self.not_done(stall, "and no progress for"));
+                    }
+                    seen = now;
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err(self.shared.closed_error()),
+            }
+        }
+    }
+
+    fn not_done(&self, waited: Duration, how: &str) -> Error {
+        let n = lock(&self.shared.capacity.used).0;
+        Error::Timeout(format!(
+            "{n} message(s) not yet written or acknowledged {how} {}",
+            secs(waited)
+        ))
     }
 
     fn wait_reply<T>(&self, rx: Receiver<Result<T, Error>>, what: &str) -> Result<T, Error> {

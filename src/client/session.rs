@@ -23,6 +23,10 @@ pub(crate) struct Outgoing {
     pub(crate) pkid: Option<u16>,
     /// Its record in the on-disk queue, if any.
     pub(crate) store_id: Option<u64>,
+    /// It was paced by the rate and bandwidth limits for its next sending
+    /// (false for resends and recovered messages, which the I/O thread
+    /// paces itself).
+    pub(crate) paced: bool,
 }
 
 /// A QoS 1 publish awaiting its PUBACK.
@@ -56,6 +60,12 @@ pub(crate) struct Session {
     /// Ids of inbound QoS 1 messages handed to the application, to drop the
     /// broker's redeliveries (DUP set, same id).
     delivered: HashSet<u16>,
+    /// Inbound QoS 1 ids queued for the application and not taken yet:
+    /// their PUBACK waits until it takes them.
+    untaken: HashSet<u16>,
+    /// Untaken ids the broker redelivered on the current connection: their
+    /// PUBACK goes on this connection once taken.
+    redelivered: HashSet<u16>,
 }
 
 impl Session {
@@ -98,8 +108,33 @@ impl Session {
         fresh || !dup
     }
 
+    /// An inbound QoS 1 message went into the application's queue.
+    pub(crate) fn delivering(&mut self, id: u16) {
+        self.untaken.insert(id);
+    }
+
+    /// The broker redelivered `id`, which the application has not taken
+    /// yet: true when its PUBACK must wait for the taking (false: the
+    /// application took it already, acknowledge the redelivery now).
+    pub(crate) fn redelivered(&mut self, id: u16) -> bool {
+        if self.untaken.contains(&id) {
+            self.redelivered.insert(id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The application took `id`; true when the broker redelivered it on
+    /// the current connection (so it is acknowledged there).
+    pub(crate) fn taken(&mut self, id: u16) -> bool {
+        self.untaken.remove(&id);
+        self.redelivered.remove(&id)
+    }
+
     /// Connection lost: every unacknowledged message goes back to the front
-    /// of the waiting queue, in the order it was first sent.
+    /// of the waiting queue, in the order it was first sent, to be paced
+    /// again.
     pub(crate) fn requeue_inflight(&mut self) {
         let mut again: VecDeque<Outgoing> = VecDeque::with_capacity(self.order.len());
         for id in self.order.drain(..) {
@@ -111,6 +146,11 @@ impl Session {
         let mut rest: Vec<(u16, Outgoing)> = self.inflight.drain().collect();
         rest.sort_by_key(|(id, _)| *id);
         again.extend(rest.into_iter().map(|(_, m)| m));
+        for m in &mut again {
+            m.paced = false;
+        }
+        // Redeliveries on the old connection are void.
+        self.redelivered.clear();
         again.extend(self.waiting.drain(..));
         self.waiting = again;
     }
@@ -119,6 +159,8 @@ impl Session {
     /// afresh.
     pub(crate) fn new_session(&mut self) {
         self.delivered.clear();
+        self.untaken.clear();
+        self.redelivered.clear();
     }
 
     /// Number of active plus requested subscriptions after adding `filters`.
@@ -144,6 +186,7 @@ mod tests {
             done: None,
             pkid: None,
             store_id: None,
+            paced: true,
         }
     }
 
@@ -159,6 +202,8 @@ mod tests {
         s.requeue_inflight();
         let order: Vec<&str> = s.waiting.iter().map(|m| m.topic.as_str()).collect();
         assert_eq!(order, ["a", "b", "c", "d"]);
+        let paced: Vec<bool> = s.waiting.iter().map(|m| m.paced).collect();
+        assert_eq!(paced, [false, false, false, true], "resends are paced again");
         assert!(s.inflight.is_empty() && s.order.is_empty());
     }
 
@@ -180,6 +225,19 @@ mod tests {
         assert!(!s.accept_inbound(7, true), "DUP redelivery of 7");
         assert!(s.accept_inbound(7, false), "a new message reusing id 7");
         assert!(s.accept_inbound(8, true), "first sight of 8, even with DUP");
+    }
+
+    #[test]
+    fn a_redelivery_of_an_untaken_message_is_acknowledged_when_taken() {
+        let mut s = Session::default();
+        assert!(s.accept_inbound(4, false));
+        s.delivering(4);
+        // Reconnect with session: the broker redelivers 4 (DUP).
+        s.requeue_inflight();
+        assert!(!s.accept_inbound(4, true));
+        assert!(s.redelivered(4), "untaken: PUBACK waits");
+        assert!(s.taken(4), "taken: PUBACK on the current connection");
+        assert!(!s.redelivered(4), "taken already: PUBACK the redelivery now");
     }
 
     #[test]

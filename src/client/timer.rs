@@ -34,19 +34,30 @@ pub(crate) enum Deadline {
     Reconnect = 3,
     /// Sync the on-disk queue (`fsync = interval_ms N`).
     StoreSync = 4,
+    /// The rate or bandwidth limit lets the next resent message go.
+    Pace = 5,
 }
 
-const KINDS: [Deadline; 5] = [
+const KINDS: [Deadline; N] = [
     Deadline::PingDue,
     Deadline::PingResp,
     Deadline::Shutdown,
     Deadline::Reconnect,
     Deadline::StoreSync,
+    Deadline::Pace,
 ];
+const N: usize = 6;
 
 struct State {
-    at: [Option<Instant>; 5],
+    at: [Option<Instant>; N],
     stop: bool,
+}
+
+impl State {
+    /// The slot of one kind (every kind has one: `KINDS` lists them all).
+    fn slot(&mut self, kind: Deadline) -> Option<&mut Option<Instant>> {
+        self.at.get_mut(kind as usize)
+    }
 }
 
 /// The deadlines, shared by the timer thread and whoever sets them.
@@ -61,7 +72,7 @@ impl Timers {
         let fd = timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC)?;
         Ok(Timers {
             state: Mutex::new(State {
-                at: [None; 5],
+                at: [None; N],
                 stop: false,
             }),
             fd,
@@ -75,14 +86,16 @@ impl Timers {
     /// Set (or move) a deadline.
     pub(crate) fn set(&self, kind: Deadline, at: Instant) {
         let mut st = self.lock();
-        st.at[kind as usize] = Some(at);
+        if let Some(slot) = st.slot(kind) {
+            *slot = Some(at);
+        }
         self.arm(&st);
     }
 
     /// Remove a deadline.
     pub(crate) fn cancel(&self, kind: Deadline) {
         let mut st = self.lock();
-        if st.at[kind as usize].take().is_some() {
+        if st.slot(kind).and_then(Option::take).is_some() {
             self.arm(&st);
         }
     }
@@ -90,7 +103,7 @@ impl Timers {
     /// Remove every deadline.
     pub(crate) fn clear(&self) {
         let mut st = self.lock();
-        st.at = [None; 5];
+        st.at = [None; N];
         self.arm(&st);
     }
 
@@ -123,8 +136,10 @@ impl Timers {
             },
             it_value: Timespec {
                 tv_sec: wait.as_secs().try_into().unwrap_or(i64::MAX),
-                // Below 1e9, so it fits the i32 `tv_nsec` of 32-bit targets.
-                tv_nsec: wait.subsec_nanos() as _,
+                // Below 1e9, so it fits the i32 `tv_nsec` of 32-bit targets
+                // (where the conversion is fallible; here it is not).
+                #[allow(clippy::unnecessary_fallible_conversions)]
+                tv_nsec: wait.subsec_nanos().try_into().unwrap_or(999_999_999),
             },
         };
         if let Err(e) = timerfd_settime(&self.fd, TimerfdTimerFlags::empty(), &spec) {
@@ -154,9 +169,9 @@ impl Timers {
             let now = Instant::now() + Duration::from_millis(1);
             let mut due = Vec::new();
             for kind in KINDS {
-                if let Some(at) = st.at[kind as usize] {
-                    if at <= now {
-                        st.at[kind as usize] = None;
+                if let Some(slot) = st.slot(kind) {
+                    if slot.is_some_and(|at| at <= now) {
+                        *slot = None;
                         due.push(kind);
                     }
                 }
