@@ -203,7 +203,11 @@ mod tests {
         let order: Vec<&str> = s.waiting.iter().map(|m| m.topic.as_str()).collect();
         assert_eq!(order, ["a", "b", "c", "d"]);
         let paced: Vec<bool> = s.waiting.iter().map(|m| m.paced).collect();
-        assert_eq!(paced, [false, false, false, true], "resends are paced again");
+        assert_eq!(
+            paced,
+            [false, false, false, true],
+            "resends are paced again"
+        );
         assert!(s.inflight.is_empty() && s.order.is_empty());
     }
 
@@ -237,7 +241,10 @@ mod tests {
         assert!(!s.accept_inbound(4, true));
         assert!(s.redelivered(4), "untaken: PUBACK waits");
         assert!(s.taken(4), "taken: PUBACK on the current connection");
-        assert!(!s.redelivered(4), "taken already: PUBACK the redelivery now");
+        assert!(
+            !s.redelivered(4),
+            "taken already: PUBACK the redelivery now"
+        );
     }
 
     #[test]

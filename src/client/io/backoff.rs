@@ -122,7 +122,10 @@ mod tests {
         for attempt in 0..12u32 {
             let cap = min.saturating_mul(1 << attempt.min(20)).min(max);
             let w = b.next(min, max);
-            assert!(w >= min && w <= cap, "attempt {attempt}: {w:?} not in {min:?}..={cap:?}");
+            assert!(
+                w >= min && w <= cap,
+                "attempt {attempt}: {w:?} not in {min:?}..={cap:?}"
+            );
         }
         // Long past the cap the wait stays within max.
         for _ in 0..100 {
@@ -167,7 +170,11 @@ mod tests {
         assert!(b.ended(young, true, &r), "third short close: kicked");
         assert!(b.kicked());
         assert!(!b.ended(young, true, &r), "reported once");
-        assert_eq!(b.next(r.min, r.max), r.max, "kicked: always the longest wait");
+        assert_eq!(
+            b.next(r.min, r.max),
+            r.max,
+            "kicked: always the longest wait"
+        );
         // A connection that lasted stable_after + max ends kicked mode.
         assert!(!b.ended(Duration::from_secs(100), true, &r));
         assert!(!b.kicked());

@@ -76,7 +76,9 @@ impl fmt::Display for Closed {
                  less, e.g. rumqttd 20 KiB by default): lower [limits] max_packet or send \
                  smaller messages"
             ),
-            Closed::Malformed(e) => write!(f, "protocol error: the broker sent an invalid packet: {e}"),
+            Closed::Malformed(e) => {
+                write!(f, "protocol error: the broker sent an invalid packet: {e}")
+            }
             Closed::Violation(s) => write!(f, "protocol error: the broker {}", cut(s)),
             Closed::Dead(t) => write!(
                 f,
@@ -116,6 +118,9 @@ mod tests {
             after_large: Some(30_000),
         };
         let s = c.to_string();
-        assert!(s.contains("30000 bytes") && s.contains("packet limit"), "{s}");
+        assert!(
+            s.contains("30000 bytes") && s.contains("packet limit"),
+            "{s}"
+        );
     }
 }

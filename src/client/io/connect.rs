@@ -126,9 +126,10 @@ impl Io {
     fn after_connect(&mut self) {
         let now = Instant::now();
         self.shared.note_sent();
-        self.shared
-            .timers
-            .set(Deadline::PingDue, later(now, self.shared.options.ping_interval()));
+        self.shared.timers.set(
+            Deadline::PingDue,
+            later(now, self.shared.options.ping_interval()),
+        );
     }
 
     /// The connection is up (CONNACK accepted): restore subscriptions when
@@ -289,8 +290,7 @@ impl Io {
             }
             Err(e) => {
                 self.reset_link();
-                self.backoff
-                    .attempt_failed(matches!(e, Error::Refused(_)));
+                self.backoff.attempt_failed(matches!(e, Error::Refused(_)));
                 log::warn!("reconnect failed: {e}");
                 self.schedule_reconnect();
             }
@@ -310,7 +310,12 @@ fn not_mqtt(buf: &[u8]) -> Option<&'static str> {
         Some("an HTTP server")
     } else if starts(b"SSH-") {
         Some("an SSH server")
-    } else if buf.len() >= 4 && buf.iter().take(16).all(|b| b.is_ascii_graphic() || *b == b' ') {
+    } else if buf.len() >= 4
+        && buf
+            .iter()
+            .take(16)
+            .all(|b| b.is_ascii_graphic() || *b == b' ')
+    {
         Some("a text protocol")
     } else {
         None
@@ -323,7 +328,10 @@ mod tests {
 
     #[test]
     fn http_and_other_text_are_not_mqtt() {
-        assert_eq!(not_mqtt(b"HTTP/1.1 400 Bad Request\r\n"), Some("an HTTP server"));
+        assert_eq!(
+            not_mqtt(b"HTTP/1.1 400 Bad Request\r\n"),
+            Some("an HTTP server")
+        );
         assert_eq!(not_mqtt(b"SSH-2.0-OpenSSH_9.2\r\n"), Some("an SSH server"));
         assert_eq!(not_mqtt(b"220 smtp ready"), Some("a text protocol"));
         assert_eq!(not_mqtt(&[0x20, 0x02, 0, 0]), None);

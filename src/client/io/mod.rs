@@ -409,7 +409,9 @@ impl Io {
                             .set(Deadline::PingResp, later(now, ping_timeout));
                     }
                 }
-                self.shared.timers.set(Deadline::PingDue, later(now, interval));
+                self.shared
+                    .timers
+                    .set(Deadline::PingDue, later(now, interval));
                 Ok(())
             }
             Deadline::PingResp if self.ping_outstanding => {

@@ -284,9 +284,7 @@ impl Io {
                     break;
                 };
                 match stream.write(pending) {
-                    Ok(0) => {
-                        return Err(Closed::Io("the connection closed while writing".into()))
-                    }
+                    Ok(0) => return Err(Closed::Io("the connection closed while writing".into())),
                     Ok(n) => n,
                     Err(e) if would_block(&e) => break,
                     Err(e) if interrupted(&e) => continue,

@@ -108,7 +108,8 @@ mod tests {
                 Park::Sleep => {}
             }
             // A lost wake-up would leave us here until the timeout.
-            poll.poll(&mut events, Some(Duration::from_secs(5))).unwrap();
+            poll.poll(&mut events, Some(Duration::from_secs(5)))
+                .unwrap();
             assert!(
                 !events.is_empty(),
                 "slept 5 s with {got} of {N} commands taken: a wake-up was lost"
