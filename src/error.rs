@@ -132,12 +132,17 @@ impl fmt::Display for Error {
             Error::Timeout(s) => write!(f, "timed out: {s}"),
             Error::Limit(s) => write!(f, "platform limit: {s}"),
             Error::InvalidArgument(s) => write!(f, "invalid argument: {s}"),
-            Error::InvalidTopic { topic, reason } => write!(f, "invalid topic {topic:?}: {reason}"),
-            Error::TopicDenied { topic, reason } => write!(f, "topic {topic:?} denied: {reason}"),
+            Error::InvalidTopic { topic, reason } => {
+                write!(f, "invalid topic {:?}: {reason}", cut(topic))
+            }
+            Error::TopicDenied { topic, reason } => {
+                write!(f, "topic {:?} denied: {reason}", cut(topic))
+            }
             Error::SubscribeRefused(filter) => write!(
                 f,
-                "the broker refused the subscription to {filter:?} (SUBACK 0x80): \
-                 check the topic's subscribe permission in the UIoT Core console"
+                "the broker refused the subscription to {:?} (SUBACK 0x80): \
+                 check the topic's subscribe permission in the UIoT Core console",
+                cut(filter)
             ),
             Error::Kicked => write!(
                 f,

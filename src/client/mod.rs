@@ -214,6 +214,10 @@ pub(crate) fn later(at: Instant, d: Duration) -> Instant {
 pub(crate) struct Capacity {
     used: Mutex<(usize, usize)>,
     room: Condvar,
+    /// Callers blocked in `acquire` (guarded by `used`'s lock in spirit:
+    /// changed and read only while holding it), so that a release wakes
+    /// nobody, and costs no syscall, when nobody waits.
+    blocked: AtomicUsize,
     max_messages: usize,
     max_bytes: usize,
     on_full: OnFull,
@@ -339,7 +343,9 @@ impl Shared {
                     used.0, used.1
                 )));
             }
+            c.blocked.fetch_add(1, Ordering::Relaxed);
             used = c.room.wait(used).unwrap_or_else(|p| p.into_inner());
+            c.blocked.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -392,7 +398,9 @@ impl Shared {
         let mut used = lock(&self.capacity.used);
         used.0 = used.0.saturating_sub(1);
         used.1 = used.1.saturating_sub(bytes);
-        self.capacity.room.notify_one();
+        if self.capacity.blocked.load(Ordering::Relaxed) > 0 {
+            self.capacity.room.notify_one();
+        }
     }
 }
 
@@ -577,6 +585,7 @@ impl Client {
             capacity: Capacity {
                 used: Mutex::new((0, 0)),
                 room: Condvar::new(),
+                blocked: AtomicUsize::new(0),
                 max_messages: options.queue.max_messages.max(1),
                 max_bytes: options.queue.max_bytes.max(1),
                 on_full: options.queue.on_full,

@@ -159,14 +159,16 @@ impl Identity {
 pub(crate) fn check_shape(topic: &str) -> Result<(), Error> {
     if topic.len() > MAX_TOPIC_LEN {
         return Err(Error::Limit(format!(
-            "topic {topic:?} is {} bytes; UIoT Core allows at most {MAX_TOPIC_LEN}",
+            "topic {:?} is {} bytes; UIoT Core allows at most {MAX_TOPIC_LEN}",
+            crate::error::cut(topic),
             topic.len()
         )));
     }
     let slashes = topic.matches('/').count();
     if slashes > MAX_TOPIC_SLASHES {
         return Err(Error::Limit(format!(
-            "topic {topic:?} has {slashes} slashes; UIoT Core allows at most {MAX_TOPIC_SLASHES}"
+            "topic {:?} has {slashes} slashes; UIoT Core allows at most {MAX_TOPIC_SLASHES}",
+            crate::error::cut(topic)
         )));
     }
     Ok(())

@@ -57,7 +57,7 @@ impl Limits {
 /// one-second window (a sliding window, so short bursts are allowed), and
 /// bytes paced at `bandwidth_kb` KB/s.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     rate: usize,
     sent: VecDeque<Instant>,
     bytes_per_sec: u64,

@@ -26,4 +26,5 @@ mod limits;
 
 pub(crate) use identity::check_shape;
 pub use identity::{AuthMode, Identity};
-pub use limits::{Limits, RateLimiter};
+pub use limits::Limits;
+pub(crate) use limits::RateLimiter;
