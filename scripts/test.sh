@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, then every test (unit, property,
-# integration against a real Mosquitto the tests start themselves, CLI).
-# Run scripts/install-deps.sh first on a fresh machine.
+# The test command: installs what the tests need (only what is missing),
+# then formatting, lints, every test (unit, property, integration against a
+# real Mosquitto the tests start themselves, CLI) and a short fuzz run.
+# Works alone on a fresh Debian 12 machine with Rust installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
