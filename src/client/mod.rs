@@ -157,7 +157,7 @@ impl PublishToken {
 /// Commands from callers (and the timer) to the I/O thread.
 pub(crate) enum Command {
     Publish {
-        topic: String,
+        topic: Arc<str>,
         payload: Vec<u8>,
         qos: QoS,
         done: Option<mpsc::Sender<Result<(), Error>>>,
@@ -184,6 +184,10 @@ pub(crate) enum Command {
     },
     Timer(timer::Deadline),
 }
+
+/// Commands queued to the I/O thread at most; the I/O thread drains them
+/// in batches, the queue's bounds (`[queue]`) hold back publishers first.
+const COMMAND_QUEUE: usize = 256;
 
 /// A message for the application, with what acknowledges it once taken.
 pub(crate) struct Inbound {
@@ -529,6 +533,7 @@ impl Drop for Owner {
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
+    last_topic: Arc<Mutex<Option<Arc<str>>>>,
     owner: Arc<Owner>,
     messages: Messages,
     events: Events,
@@ -573,7 +578,7 @@ impl Client {
         let waker = mio::Waker::new(poll.registry(), io::WAKER)
             .map_err(|e| io_err("creating the waker", e))?;
         let timers = Arc::new(Timers::new().map_err(|e| io_err("creating the timerfd", e))?);
-        let (cmd_tx, cmd_rx) = mpsc::sync_channel(1024);
+        let (cmd_tx, cmd_rx) = mpsc::sync_channel(COMMAND_QUEUE);
         let (msg_tx, msg_rx) = mpsc::sync_channel(options.message_capacity.max(1));
         let (ev_tx, ev_rx) = mpsc::sync_channel(64);
         let shared = Arc::new(Shared {
@@ -654,6 +659,7 @@ impl Client {
             return Err(e);
         }
         Ok(Client {
+            last_topic: Arc::new(Mutex::new(None)),
             messages: Messages {
                 rx: Arc::new(Mutex::new(msg_rx)),
                 shared: shared.clone(),
@@ -703,9 +709,24 @@ impl Client {
         })
     }
 
-    fn check_publish(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
+    /// The topic guard and the packet limit for a publish; returns the
+    /// topic shared with the previous publish when it is the same (checked
+    /// once: a publisher mostly repeats one topic, and checking it was most
+    /// of the per-message cost).
+    fn check_publish(&self, topic: &str, payload: &[u8]) -> Result<Arc<str>, Error> {
         let o = &self.shared.options;
-        self.guard(topic, false)?;
+        let shared = {
+            let mut last = lock(&self.last_topic);
+            match &*last {
+                Some(t) if **t == *topic => t.clone(),
+                _ => {
+                    self.guard(topic, false)?;
+                    let t: Arc<str> = Arc::from(topic);
+                    *last = Some(t.clone());
+                    t
+                }
+            }
+        };
         let size = publish_size(topic, payload.len());
         if size > o.limits.max_packet {
             return Err(Error::Limit(format!(
@@ -714,7 +735,7 @@ impl Client {
                 o.limits.max_packet
             )));
         }
-        Ok(())
+        Ok(shared)
     }
 
     fn pace(&self, bytes: usize) {
@@ -752,7 +773,7 @@ impl Client {
         payload: Vec<u8>,
         qos: QoS,
     ) -> Result<PublishToken, Error> {
-        self.check_publish(topic, &payload)?;
+        let shared_topic = self.check_publish(topic, &payload)?;
         if self.shared.is_closed.load(Ordering::SeqCst) {
             return Err(self.shared.closed_error());
         }
@@ -776,7 +797,7 @@ impl Client {
             }
         };
         let sent = self.shared.send(Command::Publish {
-            topic: topic.to_string(),
+            topic: shared_topic,
             payload,
             qos,
             done,

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use crate::client::QoS;
 use crate::error::Error;
@@ -13,7 +14,8 @@ use crate::error::Error;
 /// A message on its way: waiting to be sent, or (QoS 1) sent and awaiting
 /// its PUBACK, kept whole so it can be resent after a reconnect.
 pub(crate) struct Outgoing {
-    pub(crate) topic: String,
+    /// Shared by consecutive messages to the same topic.
+    pub(crate) topic: Arc<str>,
     pub(crate) payload: Vec<u8>,
     pub(crate) qos: QoS,
     /// Who waits for the outcome (QoS 1).
@@ -200,7 +202,7 @@ mod tests {
         }
         s.waiting.push_back(msg("d"));
         s.requeue_inflight();
-        let order: Vec<&str> = s.waiting.iter().map(|m| m.topic.as_str()).collect();
+        let order: Vec<&str> = s.waiting.iter().map(|m| &*m.topic).collect();
         assert_eq!(order, ["a", "b", "c", "d"]);
         let paced: Vec<bool> = s.waiting.iter().map(|m| m.paced).collect();
         assert_eq!(

@@ -148,8 +148,9 @@ impl Timers {
     }
 
     /// Block until the nearest deadline is due; return the due ones (removed
-    /// from the set), or `None` once [`Timers::stop`] was called.
-    fn wait_due(&self) -> Option<Vec<Deadline>> {
+    /// from the set), or `None` once [`Timers::stop`] was called. No heap
+    /// allocation: the timer thread never gets a malloc arena of its own.
+    fn wait_due(&self) -> Option<[Option<Deadline>; N]> {
         loop {
             let mut buf = [0u8; 8];
             match rustix::io::read(&self.fd, &mut buf) {
@@ -167,17 +168,19 @@ impl Timers {
             // A deadline within a millisecond counts as due: the timerfd and
             // Instant may round differently.
             let now = Instant::now() + Duration::from_millis(1);
-            let mut due = Vec::new();
-            for kind in KINDS {
+            let mut due = [None; N];
+            let mut any = false;
+            for (kind, out) in KINDS.into_iter().zip(due.iter_mut()) {
                 if let Some(slot) = st.slot(kind) {
                     if slot.is_some_and(|at| at <= now) {
                         *slot = None;
-                        due.push(kind);
+                        *out = Some(kind);
+                        any = true;
                     }
                 }
             }
             self.arm(&st);
-            if !due.is_empty() {
+            if any {
                 return Some(due);
             }
         }
@@ -188,7 +191,7 @@ impl Timers {
 /// until the set is stopped.
 pub(crate) fn run(timers: Arc<Timers>, mut on_due: impl FnMut(Deadline)) {
     while let Some(due) = timers.wait_due() {
-        for kind in due {
+        for kind in due.into_iter().flatten() {
             on_due(kind);
         }
     }

@@ -154,7 +154,7 @@ pub(crate) fn run(shared: Arc<Shared>, start: Start) {
     };
     for m in recovered {
         io.session.waiting.push_back(Outgoing {
-            topic: m.topic,
+            topic: m.topic.into(),
             payload: m.payload,
             qos: QoS::AtLeastOnce,
             done: None,

@@ -10,6 +10,7 @@
 use std::io::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Closed, Io, TX_HIGH_WATER};
@@ -29,7 +30,7 @@ impl Io {
     /// queue was taken by the caller).
     pub(super) fn publish(
         &mut self,
-        topic: String,
+        topic: Arc<str>,
         payload: Vec<u8>,
         qos: QoS,
         done: Option<Sender<Result<(), Error>>>,
