@@ -120,7 +120,6 @@ pub(crate) fn readable_by_others(meta: &Metadata) -> Option<u32> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt as _;
     use std::path::PathBuf;
 
     /// A fresh, empty directory under the temp directory, removed on drop.

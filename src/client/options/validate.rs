@@ -164,22 +164,21 @@ mod tests {
     #[test]
     fn duration_max_is_refused_for_every_field_never_a_panic() {
         let max = Duration::MAX;
-        let cases: Vec<(&str, Box<dyn Fn(&mut Options)>)> = vec![
-            ("keep_alive", Box::new(|o| o.keep_alive = max)),
-            ("connect_timeout", Box::new(|o| o.connect_timeout = max)),
-            ("ping_timeout", Box::new(|o| o.ping_timeout = Some(max))),
-            ("ack_timeout", Box::new(|o| o.ack_timeout = max)),
-            ("shutdown_timeout", Box::new(|o| o.shutdown_timeout = max)),
-            ("reconnect.min", Box::new(|o| o.reconnect.min = max)),
-            ("reconnect.max", Box::new(|o| o.reconnect.max = max)),
-            (
-                "reconnect.stable_after",
-                Box::new(|o| o.reconnect.stable_after = max),
-            ),
-            (
-                "queue.fsync_interval",
-                Box::new(|o| o.queue.fsync_interval = Some(max)),
-            ),
+        type Set = fn(&mut Options);
+        let cases: [(&str, Set); 9] = [
+            ("keep_alive", |o| o.keep_alive = Duration::MAX),
+            ("connect_timeout", |o| o.connect_timeout = Duration::MAX),
+            ("ping_timeout", |o| o.ping_timeout = Some(Duration::MAX)),
+            ("ack_timeout", |o| o.ack_timeout = Duration::MAX),
+            ("shutdown_timeout", |o| o.shutdown_timeout = Duration::MAX),
+            ("reconnect.min", |o| o.reconnect.min = Duration::MAX),
+            ("reconnect.max", |o| o.reconnect.max = Duration::MAX),
+            ("reconnect.stable_after", |o| {
+                o.reconnect.stable_after = Duration::MAX
+            }),
+            ("queue.fsync_interval", |o| {
+                o.queue.fsync_interval = Some(Duration::MAX)
+            }),
         ];
         for (field, set) in cases {
             let mut o = base();
