@@ -153,7 +153,7 @@ impl Section for ConnectionConfig {
         Key::plain("host"),
         Key::plain("port"),
         Key::plain("tls"),
-        Key::plain("ca_file"),
+        Key::path("ca_file"),
         Key::plain("tls_verify_hostname"),
         Key::plain("keep_alive"),
         Key::plain("clean_session"),

@@ -94,7 +94,7 @@ impl Section for DeviceConfig {
         Key::plain("device_sn"),
         Key::secret("device_secret"),
         Key::secret("product_secret"),
-        Key::plain("secret_file"),
+        Key::path("secret_file"),
     ];
 
     fn read(r: &mut Reader<'_, '_>) -> Option<Self> {

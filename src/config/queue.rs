@@ -53,7 +53,7 @@ impl Section for Queue {
         Key::plain("max_messages"),
         Key::plain("max_bytes"),
         Key::plain("on_full"),
-        Key::plain("dir"),
+        Key::path("dir"),
         Key::plain("fsync"),
     ];
 

@@ -21,22 +21,46 @@ use super::effective::Writer;
 use super::secret::HIDDEN;
 use crate::error::cut;
 
-/// One key of a section: its name and whether its value is a secret.
+/// How a key's value is shown in a problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shown {
+    /// Cut with `error::cut`.
+    Cut,
+    /// Never shown: `<hidden>`.
+    Secret,
+    /// A path: shown whole up to [`PATH_MAX`] bytes (the user must see
+    /// which file is meant), cut beyond.
+    Path,
+}
+
+/// Longest path Linux accepts, in bytes; a longer value is cut when shown.
+pub(crate) const PATH_MAX: usize = 4096;
+
+/// One key of a section: its name and how its value is shown.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Key {
     pub(crate) name: &'static str,
-    pub(crate) secret: bool,
+    pub(crate) shown: Shown,
 }
 
 impl Key {
     pub(crate) const fn plain(name: &'static str) -> Key {
         Key {
             name,
-            secret: false,
+            shown: Shown::Cut,
         }
     }
     pub(crate) const fn secret(name: &'static str) -> Key {
-        Key { name, secret: true }
+        Key {
+            name,
+            shown: Shown::Secret,
+        }
+    }
+    pub(crate) const fn path(name: &'static str) -> Key {
+        Key {
+            name,
+            shown: Shown::Path,
+        }
     }
 }
 
@@ -137,17 +161,31 @@ impl<'a> Reader<'_, 'a> {
         self.values.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
     }
 
-    fn is_secret(&self, key: &str) -> bool {
-        self.keys.iter().any(|k| k.name == key && k.secret)
+    fn shown_as(&self, key: &str) -> Shown {
+        self.keys
+            .iter()
+            .find(|k| k.name == key)
+            .map_or(Shown::Cut, |k| k.shown)
+    }
+
+    /// `value` of `key` as a problem shows it.
+    fn show(&self, key: &str, value: &str) -> String {
+        match self.shown_as(key) {
+            Shown::Secret => HIDDEN.to_string(),
+            Shown::Path if value.len() <= PATH_MAX && !value.is_empty() => {
+                if value.chars().any(char::is_control) {
+                    format!("{value:?}")
+                } else {
+                    value.to_string()
+                }
+            }
+            Shown::Path | Shown::Cut => shown(value),
+        }
     }
 
     /// Records `file: [section] key = value: fix` (the value cut, masked for secrets).
     pub(crate) fn bad(&mut self, key: &str, value: &str, fix: &str) {
-        let value_shown = if self.is_secret(key) {
-            HIDDEN.to_string()
-        } else {
-            shown(value)
-        };
+        let value_shown = self.show(key, value);
         let comment = if value.contains(" #") || value.contains(" ;") {
             " (a comment must be on a line of its own)"
         } else {
@@ -170,7 +208,7 @@ impl<'a> Reader<'_, 'a> {
     /// Records a warning about `key`, which holds `value` (never a secret).
     pub(crate) fn warn(&mut self, key: &str, value: &str, msg: &str) {
         let (file, section) = (self.ctx.file, self.section);
-        let value = shown(value);
+        let value = self.show(key, value);
         self.ctx
             .warnings
             .push(format!("{file}: [{section}] {key} = {value}: {msg}"));
@@ -348,6 +386,17 @@ mod tests {
             "{}",
             &p[..200]
         );
+        // A path is shown whole while the system could open it, cut beyond.
+        let long = format!("/nonexistent/{}", "d".repeat(200));
+        let p = one_problem(&with_conn(&format!("ca_file = {long}")));
+        assert!(
+            p.starts_with(&format!("uiot.ini: [connection] ca_file = {long}: ")),
+            "{p}"
+        );
+        let huge = format!("/{}", "d".repeat(100_000));
+        let p = one_problem(&with_conn(&format!("ca_file = {huge}")));
+        assert!(p.len() < 1000, "{} bytes", p.len());
+        assert!(p.contains("... (100001 bytes): cannot be read ("), "{p}");
         // Control characters are escaped, the cut text too.
         assert_eq!(shown("a\u{7}b"), "\"a\\u{7}b\"");
         assert_eq!(shown(""), "\"\"");
