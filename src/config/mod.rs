@@ -31,7 +31,7 @@ use crate::platform::Limits;
 mod connection;
 mod device;
 mod effective;
-mod file;
+pub(crate) mod file;
 mod limits;
 mod problems;
 mod queue;
