@@ -1,15 +1,21 @@
 //! Connection options, built by hand or from the INI configuration.
 //!
-//! Owns: every knob of a connection and its defaults.
+//! Owns: every knob of a connection, its default and its allowed range
+//! (each once, as associated constants the `config` sections read with),
+//! [`Options::validate`] and [`Options::check`], and building options from
+//! a loaded [`Config`](crate::config::Config).
 //! Must not touch: sockets, threads, the INI syntax (that is `config`).
 
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::packet::{Protocol, DEFAULT_MAX_PACKET};
-use crate::platform::{AuthMode, Identity, Limits, MAX_KEEP_ALIVE, MIN_KEEP_ALIVE};
+use crate::packet::Protocol;
+use crate::platform::{AuthMode, Identity, Limits};
 use crate::transport::TlsOptions;
+
+mod validate;
 
 /// How to connect. Start from [`Options::new`] (any MQTT broker) or
 /// [`Options::device`] (a UIoT Core device), then adjust fields.
@@ -28,19 +34,23 @@ pub struct Options {
     /// The UIoT device behind this connection, for topic helpers and the
     /// topic guard.
     pub identity: Option<Identity>,
-    /// Keep-alive; UIoT Core accepts 30..1200 s.
+    /// Keep-alive (default 300 s); UIoT Core accepts 30..1200 s
+    /// ([`Options::KEEP_ALIVE_RANGE`]).
     pub keep_alive: Duration,
     /// Clean session flag.
     pub clean_session: bool,
     /// MQTT 3.1.1 (default) or 3.1.
     pub protocol: Protocol,
-    /// How long TCP connect plus CONNACK may take.
+    /// How long TCP connect plus CONNACK may take (default 10 s, at most
+    /// 300 s: [`Options::CONNECT_TIMEOUT_RANGE`]).
     pub connect_timeout: Duration,
     /// How long a PINGRESP may take before the connection counts as dead;
-    /// `None`: min(keep_alive / 2, 30 s).
+    /// `None`: min(keep_alive / 2, 30 s); at most an hour
+    /// ([`Options::PING_TIMEOUT_RANGE`]).
     pub ping_timeout: Option<Duration>,
     /// How long a blocking publish (QoS 1), subscribe or unsubscribe waits
-    /// for its acknowledgement.
+    /// for its acknowledgement (default 30 s, at most a day:
+    /// [`Options::ACK_TIMEOUT_RANGE`]).
     pub ack_timeout: Duration,
     /// Most QoS 1 publishes awaiting PUBACK at once.
     pub max_inflight: u16,
@@ -49,7 +59,8 @@ pub struct Options {
     pub message_capacity: usize,
     /// What is enforced before anything reaches the wire.
     pub limits: Limits,
-    /// How long `disconnect()` waits for unacknowledged QoS 1 messages.
+    /// How long `disconnect()` waits for unacknowledged QoS 1 messages
+    /// (default 5 s, at most an hour: [`Options::SHUTDOWN_TIMEOUT_RANGE`]).
     pub shutdown_timeout: Duration,
     /// TLS (with how to verify the broker), or `None` for plain TCP.
     pub tls: Option<TlsOptions>,
@@ -67,13 +78,25 @@ pub struct Reconnect {
     /// Reconnect at all (default true). When false a lost connection ends
     /// the client.
     pub enabled: bool,
-    /// Shortest wait before a reconnect attempt (default 1 s).
+    /// Shortest wait before a reconnect attempt (default 1 s, at most an
+    /// hour: [`Reconnect::MIN_RANGE`]).
     pub min: Duration,
     /// Longest wait (default 60 s); also the wait after being kicked by
-    /// another device using the same credentials.
+    /// another device using the same credentials. At most a day
+    /// ([`Reconnect::MAX_RANGE`]), not below `min`.
     pub max: Duration,
-    /// A connection that stayed up this long resets the back-off (default 30 s).
+    /// A connection that stayed up this long resets the back-off (default
+    /// 30 s, at most a day: [`Reconnect::STABLE_AFTER_RANGE`]).
     pub stable_after: Duration,
+}
+
+impl Reconnect {
+    /// Allowed `min`: 1 ms to an hour.
+    pub const MIN_RANGE: RangeInclusive<Duration> = MS..=HOUR;
+    /// Allowed `max`: 1 ms to a day (and not below `min`).
+    pub const MAX_RANGE: RangeInclusive<Duration> = MS..=DAY;
+    /// Allowed `stable_after`: 0 to a day.
+    pub const STABLE_AFTER_RANGE: RangeInclusive<Duration> = Duration::ZERO..=DAY;
 }
 
 impl Default for Reconnect {
@@ -113,8 +136,14 @@ pub struct Queue {
     /// so they survive a restart or a power cut (default: memory only).
     pub dir: Option<std::path::PathBuf>,
     /// With `dir`: sync the log at most this long after an append instead
-    /// of before every publish returns (`None`, the default: always).
+    /// of before every publish returns (`None`, the default: always); at
+    /// most an hour ([`Queue::FSYNC_INTERVAL_RANGE`]).
     pub fsync_interval: Option<Duration>,
+}
+
+impl Queue {
+    /// Allowed `fsync_interval`: 1 ms to an hour.
+    pub const FSYNC_INTERVAL_RANGE: RangeInclusive<Duration> = MS..=HOUR;
 }
 
 impl Default for Queue {
@@ -150,7 +179,37 @@ impl fmt::Debug for Options {
     }
 }
 
+const MS: Duration = Duration::from_millis(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
 impl Options {
+    /// Default `keep_alive`: 300 s.
+    pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(300);
+    /// Default `connect_timeout`: 10 s.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default `shutdown_timeout`: 5 s.
+    pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default `ack_timeout`: 30 s.
+    pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// Allowed `keep_alive`: what UIoT Core accepts, 30..1200 s.
+    pub const KEEP_ALIVE_RANGE: RangeInclusive<Duration> =
+        Duration::from_secs(crate::platform::MIN_KEEP_ALIVE as u64)
+            ..=Duration::from_secs(crate::platform::MAX_KEEP_ALIVE as u64);
+    /// Allowed `keep_alive` after [`Options::unchecked_keep_alive`]: 1 ms
+    /// to the 65535 s MQTT can express.
+    pub const UNCHECKED_KEEP_ALIVE_RANGE: RangeInclusive<Duration> =
+        MS..=Duration::from_secs(u16::MAX as u64);
+    /// Allowed `connect_timeout`: 1 ms to 300 s.
+    pub const CONNECT_TIMEOUT_RANGE: RangeInclusive<Duration> = MS..=Duration::from_secs(300);
+    /// Allowed `ping_timeout` when set: 1 ms to an hour.
+    pub const PING_TIMEOUT_RANGE: RangeInclusive<Duration> = MS..=HOUR;
+    /// Allowed `ack_timeout`: 1 ms to a day.
+    pub const ACK_TIMEOUT_RANGE: RangeInclusive<Duration> = MS..=DAY;
+    /// Allowed `shutdown_timeout`: 0 to an hour.
+    pub const SHUTDOWN_TIMEOUT_RANGE: RangeInclusive<Duration> = Duration::ZERO..=HOUR;
+
     /// Options for any MQTT broker: no credentials, keep-alive 300 s.
     pub fn new(host: impl Into<String>, port: u16, client_id: impl Into<String>) -> Self {
         Options {
@@ -160,16 +219,16 @@ impl Options {
             username: None,
             password: None,
             identity: None,
-            keep_alive: Duration::from_secs(300),
+            keep_alive: Options::DEFAULT_KEEP_ALIVE,
             clean_session: true,
             protocol: Protocol::V311,
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: Options::DEFAULT_CONNECT_TIMEOUT,
             ping_timeout: None,
-            ack_timeout: Duration::from_secs(30),
+            ack_timeout: Options::DEFAULT_ACK_TIMEOUT,
             max_inflight: 16,
             message_capacity: 1024,
             limits: Limits::default(),
-            shutdown_timeout: Duration::from_secs(5),
+            shutdown_timeout: Options::DEFAULT_SHUTDOWN_TIMEOUT,
             tls: None,
             reconnect: Reconnect::default(),
             queue: Queue::default(),
@@ -192,57 +251,33 @@ impl Options {
         o
     }
 
-    /// Options from a loaded configuration file.
+    /// Options from a loaded configuration file. Its warnings (e.g. a
+    /// secret in a file other users may read) are logged here, once per
+    /// start. With dynamic registration the device secret is read from
+    /// `secret_file`, bounded (see [`crate::config::read_secret_file`]).
     pub fn from_config(config: &crate::config::Config) -> Result<Self, Error> {
         use crate::config::SecretSource;
+        for warning in config.warnings() {
+            log::warn!("{warning}");
+        }
         let c = &config.connection;
         let identity = Identity::new(&config.device.product_sn, &config.device.device_sn);
         let secret = match &config.device.secret {
-            SecretSource::DeviceSecret(s) => s.expose().to_string(),
+            SecretSource::DeviceSecret(s) => s.clone(),
             SecretSource::ProductSecret { secret_file, .. } => {
-                match std::fs::read_to_string(secret_file) {
-                    Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
-                    _ => {
-                        return Err(Error::Config(crate::config::ConfigError {
-                            problems: vec![format!(
-                                "{}: [device] product_secret: dynamic registration is not \
-                                 implemented in this version and {} holds no device secret; \
-                                 set device_secret instead",
-                                config.path.display(),
-                                secret_file.display()
-                            )],
-                        }))
-                    }
-                }
+                crate::config::read_secret_file(secret_file, &config.path)?
             }
         };
-        let mut o = Options::device(&c.host, c.port, identity, secret);
-        o.keep_alive = Duration::from_secs(c.keep_alive.into());
+        let mut o = Options::device(&c.host, c.port, identity, secret.expose());
+        o.keep_alive = c.keep_alive;
         o.clean_session = c.clean_session;
         o.protocol = c.protocol;
         o.connect_timeout = c.connect_timeout;
-        o.limits = config.limits.clone();
         o.shutdown_timeout = c.shutdown_timeout;
-        o.reconnect.enabled = config.reconnect.enabled;
-        o.reconnect.min = config.reconnect.min;
-        o.reconnect.max = config.reconnect.max;
-        let q = &config.queue;
-        o.queue.max_messages = q.max_messages;
-        o.queue.max_bytes = q.max_bytes;
-        o.queue.on_full = match q.on_full {
-            crate::config::OnFullPolicy::Block => OnFull::Block,
-            crate::config::OnFullPolicy::DropOldest => OnFull::DropOldest,
-            crate::config::OnFullPolicy::DropNewest => OnFull::DropNewest,
-        };
-        o.queue.dir = q.dir.clone();
-        o.queue.fsync_interval = match q.fsync {
-            crate::config::FsyncPolicy::Always => None,
-            crate::config::FsyncPolicy::IntervalMs(ms) => Some(Duration::from_millis(ms)),
-        };
-        o.tls = c.tls.then(|| TlsOptions {
-            ca_file: c.ca_file.clone(),
-            verify_hostname: c.tls_verify_hostname,
-        });
+        o.limits = config.limits.clone();
+        o.reconnect = config.reconnect.clone();
+        o.queue = config.queue.clone();
+        o.tls = c.tls_options();
         Ok(o)
     }
 
@@ -272,34 +307,9 @@ impl Options {
             .max(Duration::from_millis(50))
     }
 
-    pub(crate) fn validate(&self) -> Result<(), Error> {
-        let ka = self.keep_alive.as_secs();
-        if self.keep_alive_checked
-            && !(u64::from(MIN_KEEP_ALIVE)..=u64::from(MAX_KEEP_ALIVE)).contains(&ka)
-        {
-            return Err(Error::Limit(format!(
-                "keep-alive {ka} s: must be {MIN_KEEP_ALIVE}..{MAX_KEEP_ALIVE} seconds \
-                 (UIoT Core refuses others)"
-            )));
-        }
-        if self.keep_alive.as_secs() > u64::from(u16::MAX) {
-            return Err(Error::Limit("keep-alive over 65535 s".to_string()));
-        }
-        if self.max_inflight == 0 {
-            return Err(Error::Limit("max_inflight must be at least 1".to_string()));
-        }
-        if self.limits.max_packet > DEFAULT_MAX_PACKET && self.limits.enforce {
-            return Err(Error::Limit(format!(
-                "max_packet {} exceeds the platform's {DEFAULT_MAX_PACKET} bytes",
-                self.limits.max_packet
-            )));
-        }
-        Ok(())
-    }
-
     /// Keep-alive in whole seconds as sent in CONNECT (at least 1).
     pub(crate) fn keep_alive_secs(&self) -> u16 {
-        let s = u64::try_from(self.keep_alive.as_millis().div_ceil(1000)).unwrap_or(u64::MAX);
-        s.clamp(1, u64::from(u16::MAX)) as u16
+        let s = self.keep_alive.as_millis().div_ceil(1000);
+        u16::try_from(s).unwrap_or(u16::MAX).max(1)
     }
 }

@@ -1,15 +1,21 @@
 //! `uiot check [-c FILE]`: validate the configuration and print the
 //! effective settings.
 //!
-//! Owns: the `check` subcommand.
-//! Must not touch: validation rules (the library's `config` module owns them);
-//! never prints secrets (the library masks them).
+//! Owns: the `check` subcommand: load the file, build the options from it
+//! and check them as a start would (secret file, durations, the TLS set-up
+//! with its `ca_file`), then print the settings and any warnings.
+//! Must not touch: validation rules (the library's `config` module and
+//! `Options::check` own them); never prints secrets (the library masks them).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use lexopt::prelude::*;
 
 use crate::cli::{self, Failure};
+
+/// Whether this build speaks TLS (the package's `tls` feature).
+const TLS_BUILT: bool = cfg!(feature = "tls");
 
 /// Usage of `uiot check`.
 pub const USAGE: &str = "\
@@ -17,6 +23,7 @@ usage: uiot check [-c FILE]
 
 Reads the configuration file, reports every problem in it (exit 78), or
 prints every setting with the defaults filled in and secrets hidden (exit 0).
+Warnings (e.g. a secret in a file other users may read) go to stderr.
 
 options:
   -c, --config FILE  the configuration file
@@ -40,8 +47,8 @@ fn parse_args(args: &mut lexopt::Parser) -> Result<Option<PathBuf>, Failure> {
 pub fn run(args: &mut lexopt::Parser) -> Result<(), Failure> {
     let flag = parse_args(args)?;
     cli::init_logging(false);
-    let config = cli::load_config(flag)?;
-    if config.connection.tls && !uiot::transport::TLS_AVAILABLE {
+    let mut config = cli::load_config(flag)?;
+    if config.connection.tls && !TLS_BUILT {
         return Err(Failure::Uiot(uiot::Error::Config(
             uiot::config::ConfigError {
                 problems: vec![format!(
@@ -52,13 +59,28 @@ pub fn run(args: &mut lexopt::Parser) -> Result<(), Failure> {
             },
         )));
     }
-    let build = if uiot::transport::TLS_AVAILABLE {
+    // Warnings are shown here, on stderr, whatever RUST_LOG says; taken out
+    // so that `from_config` does not log them a second time.
+    let warnings = config.take_warnings();
+    let mut stderr = std::io::stderr().lock();
+    for w in &warnings {
+        let _ = writeln!(stderr, "uiot: warning: {w}");
+    }
+    drop(stderr);
+    // What a start would do before connecting: read the secret file, check
+    // every option and build the TLS set-up (a bad ca_file is found here).
+    uiot::Options::from_config(&config)?.check()?;
+    let build = if TLS_BUILT {
         "with TLS"
     } else {
         "without TLS (plain MQTT only)"
     };
+    let warned = match warnings.len() {
+        0 => String::new(),
+        n => format!("# {n} warning(s) on stderr: fix them\n"),
+    };
     cli::print(&format!(
-        "# {}: OK\n# this uiot {} was built {build}\n{}",
+        "# {}: OK\n{warned}# this uiot {} was built {build}\n{}",
         config.path.display(),
         env!("CARGO_PKG_VERSION"),
         config.effective()
