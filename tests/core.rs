@@ -132,36 +132,48 @@ fn qos0_full_queue_follows_on_full_drop_newest() {
 }
 
 #[test]
-fn drain_waits_for_a_slow_broker_while_it_makes_progress() {
-    // 1 MiB per 100 ms: 30 MB take about 3 s, more than the kernel's
-    // socket buffers hold; the stall limit is 300 ms, so only a drain that
-    // watches progress succeeds.
+fn drain_waits_while_the_broker_makes_progress_and_fails_when_it_stops() {
+    // A slow broker: 1 MiB per 100 ms, 30 MB in all, a stall limit of
+    // 300 ms: drain returns Ok once everything is written.
     let (port, read) = slow_reader(1024 * 1024);
-    let mut o = peer_options(port);
-    // Room for all of it, so the waiting happens in drain.
-    o.queue.max_messages = 40_000;
-    o.queue.max_bytes = 64 << 20;
-    let client = Client::connect(o).unwrap();
+    let client = Client::connect(peer_options(port)).unwrap();
     let topic = client.topic("upload");
     let payload = vec![b'y'; 1000];
     for _ in 0..30_000 {
         client.publish(&topic, &payload, QoS::AtMostOnce).unwrap();
     }
-    let t0 = Instant::now();
     client.drain(Duration::from_millis(300)).unwrap();
-    let waited = t0.elapsed();
     // Everything written reaches the broker (what is in the kernel's
-    // buffers at the end arrives after drain returned).
+    // buffers when drain returns arrives after it).
     let until = Instant::now() + Duration::from_secs(10);
     while read.load(Ordering::SeqCst) < 30_000 * 1000 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50));
     }
     let got = read.load(Ordering::SeqCst);
     assert!(got >= 30_000 * 1000, "only {got} bytes reached the broker");
+
+    // A broker that stops reading: drain gives up after the stall limit,
+    // naming what was not sent.
+    let (port, _) = slow_reader(0);
+    let client = Client::connect(peer_options(port)).unwrap();
+    let c = client.clone();
+    std::thread::spawn(move || {
+        let topic = c.topic("upload");
+        let payload = vec![b'y'; 1000];
+        for _ in 0..100_000 {
+            if c.publish(&topic, &payload, QoS::AtMostOnce).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1)); // the kernel's buffers fill
+    let t0 = Instant::now();
+    let e = client.drain(Duration::from_millis(300)).unwrap_err();
     assert!(
-        waited > Duration::from_millis(600),
-        "the reader was not slow ({waited:?})"
+        matches!(&e, Error::Timeout(m) if m.contains("no progress")),
+        "{e}"
     );
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
 }
 
 #[test]
