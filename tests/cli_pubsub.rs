@@ -1,6 +1,14 @@
 //! `uiot pub` and `uiot sub` as a shell script would use them, against the
 //! Mosquitto UIoT profile: round trips, exit codes, logging.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
 mod support;
 
 use std::io::Write;
