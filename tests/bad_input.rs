@@ -175,7 +175,9 @@ fn kib300() -> Vec<u8> {
 
 /// 1233 short lines, then a line of 300,000 bytes, then one more.
 fn long_line_1234() -> Vec<u8> {
-    let mut v: Vec<u8> = (1..=1233).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+    let mut v: Vec<u8> = (1..=1233)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
     v.extend(std::iter::repeat_n(b'x', 300_000));
     v.extend(b"\nafter\n");
     v
@@ -192,7 +194,12 @@ fn http_answer() -> Vec<Step> {
 fn publish_id_0() -> Vec<Step> {
     vec![
         Step::ConnAckNext(0),
-        Step::Send(peer::publish("/harnessprod00001/harnessdevi00001/set", b"x", 1, 0)),
+        Step::Send(peer::publish(
+            "/harnessprod00001/harnessdevi00001/set",
+            b"x",
+            1,
+            0,
+        )),
         Step::Silent,
     ]
 }
@@ -233,6 +240,8 @@ fn silent() -> Vec<Step> {
 }
 
 /// The table. Order: command line, payload inputs, configuration, broker.
+// One row per line reads as a table; rustfmt would spread each over ten.
+#[rustfmt::skip]
 fn rows() -> Vec<Row> {
     vec![
         // --- the command line (64) ---
@@ -345,9 +354,13 @@ fn expand(text: &str, dir: &Path, cfg: &Path, port: u16) -> String {
         .replace("{other}", OTHER);
     // {C*N}: N times the character C.
     while let Some(start) = s.find('{') {
-        let Some(len) = s[start..].find('}') else { break };
+        let Some(len) = s[start..].find('}') else {
+            break;
+        };
         let inner = &s[start + 1..start + len];
-        let Some((c, n)) = inner.split_once('*') else { break };
+        let Some((c, n)) = inner.split_once('*') else {
+            break;
+        };
         let n: usize = n.parse().unwrap();
         s.replace_range(start..=start + len, &c.repeat(n));
     }
@@ -427,7 +440,10 @@ fn run_row(r: &Row, port: u16) -> Result<(), String> {
         writers.extend(make_fixture(dir.path(), name, *f));
         if let Fixture::Unreadable(_) = f {
             if std::fs::File::open(dir.path().join(name)).is_ok() {
-                println!("SKIP {:?}: running as root, every file is readable", r.input);
+                println!(
+                    "SKIP {:?}: running as root, every file is readable",
+                    r.input
+                );
                 return Ok(());
             }
         }
@@ -494,7 +510,10 @@ fn run_row(r: &Row, port: u16) -> Result<(), String> {
         problems.push("it panicked".to_string());
     }
     if out.stderr.len() > 4096 {
-        problems.push(format!("{} bytes on stderr (cut quoted values)", out.stderr.len()));
+        problems.push(format!(
+            "{} bytes on stderr (cut quoted values)",
+            out.stderr.len()
+        ));
     }
     if problems.is_empty() {
         Ok(())
@@ -566,7 +585,11 @@ fn render(rows: &[Row]) -> String {
         } else {
             format!("`{}`", cell(r.message))
         };
-        out.push_str(&format!("| `{}` | {} | {message} |\n", cell(r.input), r.exit));
+        out.push_str(&format!(
+            "| `{}` | {} | {message} |\n",
+            cell(r.input),
+            r.exit
+        ));
     }
     out
 }
