@@ -116,6 +116,11 @@ pub fn load_options(config_flag: Option<PathBuf>) -> Result<uiot::Options, Failu
     Ok(uiot::Options::from_config(&config)?)
 }
 
+/// Loads the configuration and connects as its device.
+pub fn connect(config_flag: Option<PathBuf>) -> Result<uiot::Client, Failure> {
+    Ok(uiot::Client::connect(load_options(config_flag)?)?)
+}
+
 /// Starts logging to stderr: `RUST_LOG` if set, else warnings; `debug`
 /// (the `-d` flag) adds every packet sent and received (never a secret or
 /// a payload). Call once, after the command line is parsed.
@@ -134,16 +139,31 @@ pub fn init_logging(debug: bool) {
 const QUOTE_MAX: usize = 64;
 
 /// `value` quoted for a message, cut to [`QUOTE_MAX`] characters with
-/// "... (N bytes)" (the library's `error::cut` rule; it is not exported yet).
+/// "... (N bytes)" (the library's `error::cut` rule; it is not exported
+/// yet), control characters escaped so that they cannot mangle a terminal.
 pub fn quote(value: &str) -> String {
-    match value.char_indices().nth(QUOTE_MAX) {
-        None => format!("'{value}'"),
-        Some((end, _)) => format!(
-            "'{}...' ({} bytes)",
+    let (shown, more) = match value.char_indices().nth(QUOTE_MAX) {
+        None => (value, String::new()),
+        Some((end, _)) => (
             value.get(..end).unwrap_or_default(),
-            value.len()
+            format!("...' ({} bytes)", value.len()),
         ),
+    };
+    let mut out = String::with_capacity(shown.len() + 2);
+    out.push('\'');
+    for c in shown.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
+    if more.is_empty() {
+        out.push('\'');
+    } else {
+        out.push_str(&more);
+    }
+    out
 }
 
 /// Parses `-q`: 0 or 1; 2 is refused because UIoT Core has no QoS 2.
@@ -191,8 +211,10 @@ pub fn parse_seconds(value: OsString, flag: &str) -> Result<Duration, Failure> {
     }
 }
 
-/// Parses a topic or filter given to `-t`: valid UTF-8 and not empty (an
-/// empty topic would resolve to the device's bare /PSN/DSN/).
+/// Parses a topic or filter given to `-t`: valid UTF-8, not empty (an
+/// empty topic would resolve to the device's bare /PSN/DSN/) and without
+/// control characters (no broker routes them the way a user expects; the
+/// library's MQTT rules apply after this).
 pub fn parse_topic(value: OsString, what: &str) -> Result<String, Failure> {
     let topic = value.into_string().map_err(|raw| {
         Failure::Usage(format!(
@@ -205,10 +227,58 @@ pub fn parse_topic(value: OsString, what: &str) -> Result<String, Failure> {
             "-t '': the {what} is empty; give one such as 'upload' (the device's /PSN/DSN/upload)"
         )));
     }
+    if let Some(c) = topic.chars().find(|c| c.is_control()) {
+        return Err(Failure::Usage(format!(
+            "-t {}: the {what} holds the control character {}; remove it",
+            quote(&topic),
+            c.escape_unicode()
+        )));
+    }
     Ok(topic)
 }
 
-/// Loads the configuration and connects as its device.
-pub fn connect(config_flag: Option<PathBuf>) -> Result<uiot::Client, Failure> {
-    Ok(uiot::Client::connect(load_options(config_flag)?)?)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_cuts_long_values_and_escapes_control_characters() {
+        assert_eq!(quote("upload"), "'upload'");
+        assert_eq!(quote("up\u{1}\n"), "'up\\u{1}\\n'");
+        let long = quote(&"x".repeat(100_000));
+        assert!(long.ends_with("...' (100000 bytes)"), "{long}");
+        assert!(long.len() < 100);
+    }
+
+    #[test]
+    fn durations_are_bounded_so_the_clock_cannot_overflow() {
+        let max = parse_seconds(OsString::from(MAX_SECONDS.to_string()), "-W").unwrap();
+        assert!(std::time::Instant::now().checked_add(max).is_some());
+        for bad in ["0", "-1", "1.5", "", "18446744073709551615", "315360001"] {
+            assert!(
+                matches!(
+                    parse_seconds(OsString::from(bad), "-W"),
+                    Err(Failure::Usage(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn topics_must_be_utf8_not_empty_and_free_of_control_characters() {
+        use std::os::unix::ffi::OsStringExt;
+        assert_eq!(parse_topic(OsString::from("up"), "topic").unwrap(), "up");
+        for bad in [
+            OsString::from(""),
+            OsString::from("up\u{7f}"),
+            OsString::from("a\tb"),
+            OsString::from_vec(b"up\xff".to_vec()),
+        ] {
+            assert!(
+                matches!(parse_topic(bad.clone(), "topic"), Err(Failure::Usage(_))),
+                "{bad:?}"
+            );
+        }
+    }
 }
