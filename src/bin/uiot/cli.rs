@@ -1,19 +1,18 @@
-//! The subcommand table, help texts and the small shared pieces of
-//! argument handling.
+//! The shared prelude of the subcommands: [`Failure`], the [`Command`] row
+//! type, writing to stdout, logging, how the configuration file is chosen
+//! (`-c`, then `$UIOT_CONFIG`, then `/etc/uiot/uiot.ini`) and the parsers of
+//! option values every subcommand shares (QoS, counts, seconds, topics).
 //!
-//! Owns: [`COMMANDS`] (adding a subcommand = one module plus one row here),
-//! the top-level help, [`Failure`], writing to stdout, and how the
-//! configuration file is chosen (`-c`, then `$UIOT_CONFIG`, then
-//! `/etc/uiot/uiot.ini`).
+//! Owns: everything above. It imports no subcommand, so every subcommand can
+//! import it without a cycle (the table of subcommands is in `commands`).
 //! Must not touch: the library's behaviour, exit-code numbers (see `exit`).
 
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use uiot::config::{self, Config, ConfigError};
-
-use crate::{check, help, publish, subscribe};
 
 /// One subcommand: its name, one-line summary, usage text and entry point.
 pub struct Command {
@@ -27,41 +26,9 @@ pub struct Command {
     pub run: fn(&mut lexopt::Parser) -> Result<(), Failure>,
 }
 
-/// Every subcommand, in the order `uiot --help` lists them.
-pub const COMMANDS: &[Command] = &[
-    Command {
-        name: "check",
-        summary: "check the configuration file and print the effective settings",
-        usage: check::USAGE,
-        run: check::run,
-    },
-    Command {
-        name: "pub",
-        summary: "publish a message (or one per input line) and wait for its PUBACK",
-        usage: publish::USAGE,
-        run: publish::run,
-    },
-    Command {
-        name: "sub",
-        summary: "subscribe and print the messages that arrive",
-        usage: subscribe::USAGE,
-        run: subscribe::run,
-    },
-    Command {
-        name: "help",
-        summary: "list the commands, or show how to use one",
-        usage: help::USAGE,
-        run: help::run,
-    },
-];
-
-/// The usage text of `uiot` itself.
-pub const TOP_USAGE: &str = "\
-usage: uiot <command> [options]
-       uiot help [command]
-       uiot --help | --version";
-
-/// Why a command did not finish normally.
+/// Why a command did not finish normally. The exit code follows from the
+/// variant (and, for library errors, from the error's variant), never from
+/// the wording of a message.
 #[derive(Debug)]
 pub enum Failure {
     /// The command line is wrong (exit 64); the text says what.
@@ -70,6 +37,16 @@ pub enum Failure {
     Help,
     /// The library reported an error; `exit::code` picks the exit code.
     Uiot(uiot::Error),
+    /// Line `line` of `pub -l` input failed with `error` after `sent`
+    /// earlier lines were published; the exit code is the error's.
+    Line {
+        /// The line number, from 1.
+        line: u64,
+        /// How many messages were published before it.
+        sent: u64,
+        /// What went wrong with it.
+        error: uiot::Error,
+    },
 }
 
 impl From<lexopt::Error> for Failure {
@@ -82,28 +59,6 @@ impl From<uiot::Error> for Failure {
     fn from(e: uiot::Error) -> Self {
         Failure::Uiot(e)
     }
-}
-
-/// Finds a subcommand by name.
-pub fn find(name: &str) -> Option<&'static Command> {
-    COMMANDS.iter().find(|c| c.name == name)
-}
-
-/// The help of `uiot` itself: usage and one line per command.
-pub fn top_help() -> String {
-    let width = COMMANDS.iter().map(|c| c.name.len()).max().unwrap_or(0);
-    let mut text = format!(
-        "uiot {}: connect this device to UCloud UIoT Core over MQTT\n\n{TOP_USAGE}\n\ncommands:\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    for c in COMMANDS {
-        text.push_str(&format!("  {:width$}  {}\n", c.name, c.summary));
-    }
-    text.push_str(
-        "\nRun 'uiot help <command>' for a command's options.\n\
-         RUST_LOG=debug (or info, warn, error) sets how much is logged to stderr.\n",
-    );
-    text
 }
 
 /// Writes `text` to stdout; a closed or failing stdout becomes an I/O error.
@@ -136,7 +91,8 @@ pub fn load_config(flag: Option<PathBuf>) -> Result<Config, Failure> {
         (None, None) => (config::default_path(), Origin::Default),
     };
     Config::load(&path).map_err(|mut e: ConfigError| {
-        if !path.exists() {
+        // Decided by the file system, not by the text of the error.
+        if std::fs::symlink_metadata(&path).is_err() {
             e.problems.push(match origin {
                 Origin::Flag => "check the file name given with -c".to_string(),
                 Origin::Env => {
@@ -153,6 +109,18 @@ pub fn load_config(flag: Option<PathBuf>) -> Result<Config, Failure> {
     })
 }
 
+/// Loads the configuration and builds the client options from it, without
+/// connecting (so inputs can be checked against its limits first).
+pub fn load_options(config_flag: Option<PathBuf>) -> Result<uiot::Options, Failure> {
+    let config = load_config(config_flag)?;
+    Ok(uiot::Options::from_config(&config)?)
+}
+
+/// Loads the configuration and connects as its device.
+pub fn connect(config_flag: Option<PathBuf>) -> Result<uiot::Client, Failure> {
+    Ok(uiot::Client::connect(load_options(config_flag)?)?)
+}
+
 /// Starts logging to stderr: `RUST_LOG` if set, else warnings; `debug`
 /// (the `-d` flag) adds every packet sent and received (never a secret or
 /// a payload). Call once, after the command line is parsed.
@@ -167,6 +135,37 @@ pub fn init_logging(debug: bool) {
     let _ = builder.try_init();
 }
 
+/// Longest quoted command-line value in a message, in characters.
+const QUOTE_MAX: usize = 64;
+
+/// `value` quoted for a message, cut to [`QUOTE_MAX`] characters with
+/// "... (N bytes)" (the library's `error::cut` rule; it is not exported
+/// yet), control characters escaped so that they cannot mangle a terminal.
+pub fn quote(value: &str) -> String {
+    let (shown, more) = match value.char_indices().nth(QUOTE_MAX) {
+        None => (value, String::new()),
+        Some((end, _)) => (
+            value.get(..end).unwrap_or_default(),
+            format!("...' ({} bytes)", value.len()),
+        ),
+    };
+    let mut out = String::with_capacity(shown.len() + 2);
+    out.push('\'');
+    for c in shown.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if more.is_empty() {
+        out.push('\'');
+    } else {
+        out.push_str(&more);
+    }
+    out
+}
+
 /// Parses `-q`: 0 or 1; 2 is refused because UIoT Core has no QoS 2.
 pub fn parse_qos(value: OsString) -> Result<uiot::QoS, Failure> {
     let text = value.to_string_lossy();
@@ -176,13 +175,110 @@ pub fn parse_qos(value: OsString) -> Result<uiot::QoS, Failure> {
         "2" => Err(Failure::Usage(
             "-q 2: UIoT Core does not support QoS 2; use 0 or 1".to_string(),
         )),
-        _ => Err(Failure::Usage(format!("-q {text}: QoS must be 0 or 1"))),
+        _ => Err(Failure::Usage(format!(
+            "-q {}: QoS must be 0 or 1",
+            quote(&text)
+        ))),
     }
 }
 
-/// Loads the configuration and connects as its device.
-pub fn connect(config_flag: Option<PathBuf>) -> Result<uiot::Client, Failure> {
-    let config = load_config(config_flag)?;
-    let options = uiot::Options::from_config(&config)?;
-    Ok(uiot::Client::connect(options)?)
+/// Parses a whole number in `1..=max` given to `flag`.
+pub fn parse_count(value: OsString, flag: &str, max: u64) -> Result<u64, Failure> {
+    let text = value.to_string_lossy();
+    match text.parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(Failure::Usage(format!(
+            "{flag} {}: give a whole number from 1 to {max}",
+            quote(&text)
+        ))),
+    }
+}
+
+/// Longest wait any duration option accepts: ten years (3650 days), far
+/// below what the clock can add without overflowing.
+pub const MAX_SECONDS: u64 = 3650 * 24 * 3600;
+
+/// Parses a duration option given in whole seconds, `1..=MAX_SECONDS`, so
+/// that adding it to the clock can never overflow.
+pub fn parse_seconds(value: OsString, flag: &str) -> Result<Duration, Failure> {
+    let text = value.to_string_lossy();
+    match text.parse::<u64>() {
+        Ok(n) if (1..=MAX_SECONDS).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(Failure::Usage(format!(
+            "{flag} {}: give whole seconds from 1 to {MAX_SECONDS} (10 years)",
+            quote(&text)
+        ))),
+    }
+}
+
+/// Parses a topic or filter given to `-t`: valid UTF-8, not empty (an
+/// empty topic would resolve to the device's bare /PSN/DSN/) and without
+/// control characters (no broker routes them the way a user expects; the
+/// library's MQTT rules apply after this).
+pub fn parse_topic(value: OsString, what: &str) -> Result<String, Failure> {
+    let topic = value.into_string().map_err(|raw| {
+        Failure::Usage(format!(
+            "-t {}: the {what} must be valid UTF-8",
+            quote(&raw.to_string_lossy())
+        ))
+    })?;
+    if topic.is_empty() {
+        return Err(Failure::Usage(format!(
+            "-t '': the {what} is empty; give one such as 'upload' (the device's /PSN/DSN/upload)"
+        )));
+    }
+    if let Some(c) = topic.chars().find(|c| c.is_control()) {
+        return Err(Failure::Usage(format!(
+            "-t {}: the {what} holds the control character {}; remove it",
+            quote(&topic),
+            c.escape_unicode()
+        )));
+    }
+    Ok(topic)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_cuts_long_values_and_escapes_control_characters() {
+        assert_eq!(quote("upload"), "'upload'");
+        assert_eq!(quote("up\u{1}\n"), "'up\\u{1}\\n'");
+        let long = quote(&"x".repeat(100_000));
+        assert!(long.ends_with("...' (100000 bytes)"), "{long}");
+        assert!(long.len() < 100);
+    }
+
+    #[test]
+    fn durations_are_bounded_so_the_clock_cannot_overflow() {
+        let max = parse_seconds(OsString::from(MAX_SECONDS.to_string()), "-W").unwrap();
+        assert!(std::time::Instant::now().checked_add(max).is_some());
+        for bad in ["0", "-1", "1.5", "", "18446744073709551615", "315360001"] {
+            assert!(
+                matches!(
+                    parse_seconds(OsString::from(bad), "-W"),
+                    Err(Failure::Usage(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn topics_must_be_utf8_not_empty_and_free_of_control_characters() {
+        use std::os::unix::ffi::OsStringExt;
+        assert_eq!(parse_topic(OsString::from("up"), "topic").unwrap(), "up");
+        for bad in [
+            OsString::from(""),
+            OsString::from("up\u{7f}"),
+            OsString::from("a\tb"),
+            OsString::from_vec(b"up\xff".to_vec()),
+        ] {
+            assert!(
+                matches!(parse_topic(bad.clone(), "topic"), Err(Failure::Usage(_))),
+                "{bad:?}"
+            );
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! Owns: the numeric codes and [`code`].
 //! Must not touch: printing, argument parsing, the library.
 
+use uiot::packet::ConnectReturnCode;
 use uiot::Error;
 
 /// Success.
@@ -39,6 +40,8 @@ pub fn code(err: &Error) -> u8 {
         Error::Io { .. } => IOERR,
         Error::Unreachable(_) => UNAVAILABLE,
         Error::Tls(_) => UNAVAILABLE,
+        // "Server unavailable" is the broker being busy: try again later.
+        Error::Refused(ConnectReturnCode::ServerUnavailable) => TEMPFAIL,
         Error::Refused(_) => NOPERM,
         Error::Protocol(_) => PROTOCOL,
         Error::Timeout(_) => TEMPFAIL,
@@ -59,7 +62,6 @@ mod tests {
     use super::*;
     use std::io::{self, ErrorKind};
     use uiot::config::ConfigError;
-    use uiot::packet::ConnectReturnCode;
 
     fn io_err(context: &str, kind: ErrorKind) -> Error {
         Error::Io {
@@ -75,6 +77,9 @@ mod tests {
             (Error::Unreachable("x".into()), 69),
             (Error::Tls("x".into()), 69),
             (Error::Refused(ConnectReturnCode::NotAuthorized), 77),
+            (Error::Refused(ConnectReturnCode::BadUserNameOrPassword), 77),
+            (Error::Refused(ConnectReturnCode::ServerUnavailable), 75),
+            (Error::InvalidArgument("x".into()), 64),
             (Error::Timeout("x".into()), 75),
             (Error::Limit("x".into()), 65),
             (

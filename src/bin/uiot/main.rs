@@ -3,12 +3,14 @@
 //! Owns: process start-up, the top-level flags (`--help`,
 //! `--version`), turning a [`cli::Failure`] into a message and an exit code.
 //! Must not touch: what the subcommands do (one module each, listed in
-//! `cli::COMMANDS`), the exit-code table (`exit`).
+//! `commands::COMMANDS`), the exit-code table (`exit`).
 
 mod check;
 mod cli;
+mod commands;
 mod exit;
 mod help;
+mod input;
 mod publish;
 mod subscribe;
 
@@ -48,15 +50,18 @@ fn pick_command(args: &mut lexopt::Parser) -> Result<Option<&'static Command>, F
         return Err(Failure::Usage("missing command".to_string()));
     };
     match arg {
-        Short('h') | Long("help") => cli::print(&cli::top_help()).map(|()| None),
+        Short('h') | Long("help") => cli::print(&commands::top_help()).map(|()| None),
         Short('V') | Long("version") => {
             cli::print(&format!("uiot {}\n", env!("CARGO_PKG_VERSION"))).map(|()| None)
         }
         Value(name) => {
             let name = name.to_string_lossy();
-            cli::find(&name)
-                .map(Some)
-                .ok_or_else(|| Failure::Usage(format!("unknown command '{name}'")))
+            commands::find(&name).map(Some).ok_or_else(|| {
+                Failure::Usage(format!(
+                    "unknown command {}; run 'uiot help' for the list",
+                    cli::quote(&name)
+                ))
+            })
         }
         other => Err(other.unexpected().into()),
     }
@@ -69,7 +74,7 @@ fn report(failure: Failure, command: Option<&Command>) -> u8 {
             print_error(&problem);
             let (usage, more) = match command {
                 Some(c) => (c.usage, format!("uiot {} --help", c.name)),
-                None => (cli::TOP_USAGE, "uiot --help".to_string()),
+                None => (commands::TOP_USAGE, "uiot --help".to_string()),
             };
             let line = usage.lines().next().unwrap_or_default();
             let _ = writeln!(std::io::stderr(), "{line}\n(run '{more}' for more)");
@@ -79,6 +84,17 @@ fn report(failure: Failure, command: Option<&Command>) -> u8 {
         Failure::Uiot(e) => {
             print_error(&e.to_string());
             exit::code(&e)
+        }
+        Failure::Line { line, sent, error } => {
+            print_error(&format!(
+                "line {line}: {error}; {sent} {} sent before it",
+                if sent == 1 {
+                    "message was"
+                } else {
+                    "messages were"
+                }
+            ));
+            exit::code(&error)
         }
     }
 }

@@ -1,17 +1,19 @@
 //! `uiot pub`: publish one message, or one per line of standard input.
 //!
-//! Owns: the `pub` subcommand's flags and where its payloads come from.
-//! Must not touch: topic rules and limits (the library enforces them).
+//! Owns: the `pub` subcommand's flags and the order of its work (options,
+//! then the payload within their packet limit, then the connection).
+//! Must not touch: topic rules and the exact size rule (the library
+//! enforces them), how inputs are read (`input`).
 
 use std::ffi::OsString;
-use std::io::{BufRead, Read};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use lexopt::prelude::*;
-use uiot::{Error, QoS};
+use uiot::QoS;
 
 use crate::cli::{self, Failure};
+use crate::input;
 
 /// Usage of `uiot pub`.
 pub const USAGE: &str = "\
@@ -25,18 +27,27 @@ once the broker has acknowledged every message. A TOPIC without a leading
 options:
   -c, --config FILE  the configuration file
                      (default: $UIOT_CONFIG if set, else /etc/uiot/uiot.ini)
-  -t, --topic TOPIC  where to publish
+  -t, --topic TOPIC  where to publish (not empty)
   -q, --qos 0|1      quality of service (default 0; UIoT Core has no QoS 2)
   -m, --message MSG  the message
-  -f, --file FILE    send the whole file as one message
+  -f, --file FILE    send the whole file as one message (a regular file, a
+                     FIFO or a device; never read past the packet limit)
   -s, --stdin-file   send all of standard input as one message
   -l, --stdin-line   send each line of standard input as a message, over one
-                     connection
+                     connection; a refused line stops the input, and the
+                     error names its line number and how many were sent
   -d, --debug        log every packet sent and received to stderr
   -h, --help         print this help
 
-exit codes: 0 ok, 64 usage, 65 bad data (e.g. over 256 KiB), 66 no input file,
-69 broker unreachable, 75 timeout, 77 refused (secret, topic), 78 config";
+Messages larger than the packet limit ([limits] max_packet, 256 KiB on UIoT
+Core) are refused before they are read whole. An empty standard input
+(-s </dev/null) sends an empty message, which MQTT allows; a closed one
+(-s <&-) is refused with exit 66. (A closed standard input is reopened as
+/dev/null for reading and writing, so '<>/dev/null' counts as closed too.)
+
+exit codes: 0 ok, 64 usage, 65 bad data (e.g. over the packet limit),
+66 no input (missing file, closed stdin), 69 broker unreachable, 75 timeout,
+77 refused (secret, topic), 78 config";
 
 enum Source {
     Message(OsString),
@@ -53,27 +64,29 @@ struct Args {
     debug: bool,
 }
 
+fn set_source(s: Source, source: &mut Option<Source>) -> Result<(), Failure> {
+    if source.is_some() {
+        return Err(Failure::Usage(
+            "give only one of -m, -f, -s and -l".to_string(),
+        ));
+    }
+    *source = Some(s);
+    Ok(())
+}
+
 fn parse_args(args: &mut lexopt::Parser) -> Result<Args, Failure> {
     let (mut config, mut topic, mut qos, mut source, mut debug) =
         (None, None, QoS::AtMostOnce, None, false);
-    let set_source = |s: Source, source: &mut Option<Source>| {
-        if source.is_some() {
-            return Err(Failure::Usage(
-                "give only one of -m, -f, -s and -l".to_string(),
-            ));
-        }
-        *source = Some(s);
-        Ok(())
-    };
     while let Some(arg) = args.next()? {
         match arg {
             Short('c') | Long("config") => config = Some(PathBuf::from(args.value()?)),
             Short('t') | Long("topic") => {
-                topic = Some(
-                    args.value()?
-                        .string()
-                        .map_err(|_| Failure::Usage("the topic must be valid UTF-8".to_string()))?,
-                )
+                if topic.is_some() {
+                    return Err(Failure::Usage(
+                        "give -t once: pub publishes to one topic".to_string(),
+                    ));
+                }
+                topic = Some(cli::parse_topic(args.value()?, "topic")?)
             }
             Short('q') | Long("qos") => qos = cli::parse_qos(args.value()?)?,
             Short('m') | Long("message") => {
@@ -101,71 +114,70 @@ fn parse_args(args: &mut lexopt::Parser) -> Result<Args, Failure> {
     })
 }
 
-fn read_err(what: &str, source: std::io::Error) -> Failure {
-    Failure::Uiot(Error::Input {
-        context: format!("reading {what}"),
-        source,
-    })
-}
-
 /// Runs `uiot pub`.
 pub fn run(args: &mut lexopt::Parser) -> Result<(), Failure> {
     let a = parse_args(args)?;
     cli::init_logging(a.debug);
-    // Read a single payload before connecting, so a missing file costs no
-    // connection.
+    match a.source {
+        Source::Stdin if input::stdin_closed() => return Err(input::closed_stdin("-s").into()),
+        Source::Lines if input::stdin_closed() => return Err(input::closed_stdin("-l").into()),
+        _ => {}
+    }
+    let options = cli::load_options(a.config)?;
+    // No payload can be larger than the packet limit; the library applies
+    // the exact rule (headers and topic included) to every message.
+    let limit = options.limits.max_packet;
+    // Read a single payload before connecting, so a missing or oversized
+    // input costs no connection.
     let single = match &a.source {
         Source::Message(m) => Some(m.as_encoded_bytes().to_vec()),
-        Source::File(p) => {
-            Some(std::fs::read(p).map_err(|e| read_err(&p.display().to_string(), e))?)
-        }
-        Source::Stdin => {
-            let mut buf = Vec::new();
-            std::io::stdin()
-                .lock()
-                .read_to_end(&mut buf)
-                .map_err(|e| read_err("standard input", e))?;
-            Some(buf)
-        }
+        Source::File(p) => Some(input::read_file(p, limit)?),
+        Source::Stdin => Some(input::read_stdin(limit)?),
         Source::Lines => None,
     };
-    let client = cli::connect(a.config)?;
+    let client = uiot::Client::connect(options)?;
     let topic = client.topic(&a.topic);
     let result = match single {
-        Some(payload) => client.publish(&topic, &payload, a.qos),
-        None => publish_lines(&client, &topic, a.qos),
+        Some(payload) => client
+            .publish(&topic, &payload, a.qos)
+            .map_err(Failure::from),
+        None => publish_lines(&client, &topic, a.qos, limit),
     };
     let closed = client.disconnect();
-    result?;
-    closed?;
-    Ok(())
+    match (result, closed) {
+        (Err(f), Err(also)) => {
+            log::warn!("while disconnecting: {also}");
+            Err(f)
+        }
+        (r, c) => r.and(c.map_err(Failure::from)),
+    }
 }
 
 /// One message per line of standard input (without its line ending),
-/// pipelined; returns once every QoS 1 message is acknowledged.
-fn publish_lines(client: &uiot::Client, topic: &str, qos: QoS) -> Result<(), Error> {
+/// pipelined; returns once every QoS 1 message is acknowledged. A line
+/// that cannot be published stops the input: the failure names it.
+fn publish_lines(
+    client: &uiot::Client,
+    topic: &str,
+    qos: QoS,
+    limit: usize,
+) -> Result<(), Failure> {
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut line = Vec::with_capacity(256);
+    let mut sent: u64 = 0;
     loop {
-        line.clear();
-        let n = input
-            .read_until(b'\n', &mut line)
-            .map_err(|source| Error::Input {
-                context: "reading standard input".to_string(),
-                source,
-            })?;
-        if n == 0 {
+        let at = |error| Failure::Line {
+            line: sent.saturating_add(1),
+            sent,
+            error,
+        };
+        if !input::read_line(&mut input, limit, &mut line).map_err(at)? {
             break;
         }
-        if line.last() == Some(&b'\n') {
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-        }
-        drop(client.start_publish(topic, line.clone(), qos)?);
+        drop(client.start_publish(topic, line.clone(), qos).map_err(at)?);
+        sent = sent.saturating_add(1);
     }
     let wait = client.options().ack_timeout.max(Duration::from_secs(30));
-    client.flush(wait)
+    Ok(client.flush(wait)?)
 }

@@ -1,6 +1,7 @@
 //! `uiot sub`: subscribe and print what arrives.
 //!
-//! Owns: the `sub` subcommand's flags and its output format.
+//! Owns: the `sub` subcommand's flags, its output format, and taking no
+//! message after the `-C`th.
 //! Must not touch: topic rules (the library enforces them).
 
 use std::io::Write;
@@ -25,9 +26,12 @@ options:
                         (default: $UIOT_CONFIG if set, else /etc/uiot/uiot.ini)
   -t, --topic FILTER    what to subscribe to (repeatable; + and # allowed)
   -q, --qos 0|1         requested quality of service (default 0)
-  -C, --count COUNT     exit 0 after COUNT messages
+  -C, --count COUNT     exit 0 after COUNT messages (1 to 4294967295); no
+                        message after the COUNTth is taken or acknowledged,
+                        so with clean_session = false the broker keeps the
+                        rest for the next run
   -W, --timeout SECONDS exit 75 when SECONDS pass before COUNT messages
-                        (without -C: when SECONDS pass)
+                        (without -C: when SECONDS pass); 1 to 315360000
   -v, --verbose         print 'topic payload' instead of the payload alone
   -N, --no-newline      do not print a newline after each message
   -d, --debug           log every packet sent and received to stderr
@@ -47,15 +51,8 @@ struct Args {
     debug: bool,
 }
 
-fn number(value: std::ffi::OsString, flag: &str) -> Result<u64, Failure> {
-    let text = value.to_string_lossy();
-    match text.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(Failure::Usage(format!(
-            "{flag} {text}: give a whole number greater than 0"
-        ))),
-    }
-}
+/// Largest `-C`: more than any session will see.
+const MAX_COUNT: u64 = u32::MAX as u64;
 
 fn parse_args(args: &mut lexopt::Parser) -> Result<Args, Failure> {
     let mut a = Args {
@@ -71,15 +68,15 @@ fn parse_args(args: &mut lexopt::Parser) -> Result<Args, Failure> {
     while let Some(arg) = args.next()? {
         match arg {
             Short('c') | Long("config") => a.config = Some(PathBuf::from(args.value()?)),
-            Short('t') | Long("topic") => {
-                a.filters.push(args.value()?.string().map_err(|_| {
-                    Failure::Usage("the topic filter must be valid UTF-8".to_string())
-                })?)
-            }
+            Short('t') | Long("topic") => a
+                .filters
+                .push(cli::parse_topic(args.value()?, "topic filter")?),
             Short('q') | Long("qos") => a.qos = cli::parse_qos(args.value()?)?,
-            Short('C') | Long("count") => a.count = Some(number(args.value()?, "-C")?),
+            Short('C') | Long("count") => {
+                a.count = Some(cli::parse_count(args.value()?, "-C", MAX_COUNT)?)
+            }
             Short('W') | Long("timeout") => {
-                a.timeout = Some(Duration::from_secs(number(args.value()?, "-W")?))
+                a.timeout = Some(cli::parse_seconds(args.value()?, "-W")?)
             }
             Short('v') | Long("verbose") => a.verbose = true,
             Short('N') | Long("no-newline") => a.newline = false,
@@ -109,10 +106,22 @@ pub fn run(args: &mut lexopt::Parser) -> Result<(), Failure> {
 fn receive(client: &uiot::Client, a: &Args) -> Result<(), Failure> {
     let filters: Vec<(String, QoS)> = a.filters.iter().map(|f| (client.topic(f), a.qos)).collect();
     client.subscribe(&filters)?;
-    let deadline = a.timeout.map(|t| Instant::now() + t);
+    // parse_seconds keeps -W far below what the clock can add; checked anyway.
+    let deadline = match a.timeout {
+        None => None,
+        Some(t) => Some(Instant::now().checked_add(t).ok_or_else(|| {
+            Failure::Usage(format!(
+                "-W {}: too far in the future for this system's clock",
+                t.as_secs()
+            ))
+        })?),
+    };
     let messages = client.messages();
     let stdout = std::io::stdout();
     let mut received = 0u64;
+    // With -C N, no message is taken after the Nth: the library acknowledges
+    // a QoS 1 message only when it is taken, so the broker keeps the rest
+    // for the next session (clean_session = false).
     while a.count.is_none_or(|c| received < c) {
         let msg = match deadline {
             None => messages.recv()?,
@@ -132,7 +141,7 @@ fn receive(client: &uiot::Client, a: &Args) -> Result<(), Failure> {
                 }
             }
         };
-        received += 1;
+        received = received.saturating_add(1);
         let mut out = stdout.lock();
         let written = (|| {
             if a.verbose {
