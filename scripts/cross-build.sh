@@ -15,6 +15,8 @@
 #   aarch64-unknown-linux-musl      OpenWrt/any Linux arm64, fully static
 #   mipsel-unknown-linux-musl       OpenWrt ramips/ath79 (MIPS32r2 LE soft-float), fully static
 #   all                             every target above
+#   x86_64-unknown-linux-musl       the routers' static build for this machine, to measure it
+#                                   (memory, CPU) natively; not part of 'all'
 #
 # How (see README.md, "Raspberry Pi and OpenWrt builds"): the Rust standard library for each target is built
 # from Debian's source (rustc-web, cargo-web, rust-web-src; -Z build-std with
@@ -39,7 +41,7 @@ zig_version=0.17.1
 
 die() { echo "cross-build: $*" >&2; exit 1; }
 say() { echo "cross-build: $*" >&2; }
-usage() { sed -n '6,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '6,20p' "$0" | sed 's/^# \{0,1\}//'; }
 
 flavours=(tls)
 targets=()
@@ -52,7 +54,7 @@ while [ $# -gt 0 ]; do
     all) targets+=("${all_targets[@]}") ;;
     -*) die "unknown option '$1'; see $0 --help" ;;
     *)
-      case " ${all_targets[*]} " in
+      case " ${all_targets[*]} x86_64-unknown-linux-musl " in
         *" $1 "*) targets+=("$1") ;;
         *) die "unsupported target '$1'; supported: ${all_targets[*]} (or 'all')" ;;
       esac ;;
@@ -310,6 +312,7 @@ prepare() {
       zig_cc "$t" arm-linux-musleabihf -mcpu=generic+v7a+vfp3d16+thumb2-neon ;;
     aarch64-unknown-linux-musl) zig_cc "$t" aarch64-linux-musl ;;
     mipsel-unknown-linux-musl) zig_cc "$t" mipsel-linux-musleabi -mcpu=mips32r2 ;;
+    x86_64-unknown-linux-musl) zig_cc "$t" x86_64-linux-musl ;;
   esac
   write_config "$t"
 }
@@ -321,6 +324,7 @@ prepare_openssl() {
     # OpenSSL's MIPS assembly, assembled by zig/clang, corrupts records at
     # run time (bad record MAC, SIGSEGV); 32-bit MIPS has no 64-bit atomics.
     mipsel-unknown-linux-musl) build_openssl "$1" linux-mips32 no-asm -DBROKEN_CLANG_ATOMICS ;;
+    x86_64-unknown-linux-musl) build_openssl "$1" linux-x86_64 ;;
   esac
 }
 
