@@ -43,7 +43,7 @@ pub fn code(err: &Error) -> u8 {
         // "Server unavailable" is the broker being busy: try again later.
         Error::Refused(ConnectReturnCode::ServerUnavailable) => TEMPFAIL,
         Error::Refused(_) => NOPERM,
-        Error::Protocol(_) => PROTOCOL,
+        Error::Protocol(_) | Error::ProtocolViolation(_) => PROTOCOL,
         Error::Timeout(_) => TEMPFAIL,
         Error::Limit(_) => DATAERR,
         Error::InvalidArgument(_) => USAGE,
@@ -91,6 +91,8 @@ mod tests {
             ),
             (Error::SubscribeRefused("/a".into()), 77),
             (Error::Kicked, 75),
+            (Error::ProtocolViolation("x".into()), 76),
+            (Error::InvalidArgument("x".into()), 64),
             (Error::Disconnected("x".into()), 69),
         ];
         for (err, want) in cases {

@@ -154,7 +154,9 @@ pub fn run(args: &mut lexopt::Parser) -> Result<(), Failure> {
 }
 
 /// One message per line of standard input (without its line ending),
-/// pipelined; returns once every QoS 1 message is acknowledged. A line
+/// pipelined; returns once every message is written (QoS 0) or
+/// acknowledged (QoS 1), however long that takes while the broker keeps
+/// making progress. A line
 /// that cannot be published stops the input: the failure names it.
 fn publish_lines(
     client: &uiot::Client,
@@ -178,6 +180,6 @@ fn publish_lines(
         drop(client.start_publish(topic, line.clone(), qos).map_err(at)?);
         sent = sent.saturating_add(1);
     }
-    let wait = client.options().ack_timeout.max(Duration::from_secs(30));
-    Ok(client.flush(wait)?)
+    let stall = client.options().ack_timeout.max(Duration::from_secs(30));
+    Ok(client.drain(stall)?)
 }

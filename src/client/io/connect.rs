@@ -70,8 +70,8 @@ impl Io {
                     )));
                 }
                 if let Some(what) = not_mqtt(buf) {
-                    return Err(Error::Unreachable(format!(
-                        "{}: this is not an MQTT broker (it answered like {what}); check \
+                    return Err(Error::ProtocolViolation(format!(
+                        "at {} is not an MQTT broker (it answered like {what}); check \
                          [connection] host and port",
                         at()
                     )));
