@@ -26,6 +26,6 @@ pub mod transport;
 pub use client::{
     Client, Event, Message, Messages, OnFull, Options, PublishToken, QoS, QueueStats,
 };
-pub use error::{Error, Result};
+pub use error::{cut, ConfigError, Error, Result};
 pub use platform::{Identity, Limits};
 pub use transport::TlsOptions;

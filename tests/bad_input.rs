@@ -213,7 +213,7 @@ fn rows() -> Vec<Row> {
         row("uiot sub -t set -W 315360001", &["sub", "-t", "set", "-W", "315360001"], 64, "from 1 to 315360000 (10 years)"),
         row("uiot sub -t set -W 0", &["sub", "-t", "set", "-W", "0"], 64, "-W '0': give whole seconds"),
         row("uiot sub -t set -W 1.5", &["sub", "-t", "set", "-W", "1.5"], 64, "-W '1.5': give whole seconds"),
-        row("uiot sub -t set -C (70,000 digits)", &["sub", "-t", "set", "-C", "{1*70000}"], 64, "' (70000 bytes): give a whole number"),
+        row("uiot sub -t set -C (70,000 digits)", &["sub", "-t", "set", "-C", "{1*70000}"], 64, "... (70000 bytes)': give a whole number"),
         // --- payload inputs (65, 66) ---
         row("uiot pub -t upload -f /nonexistent", &["pub", "-c", "{cfg}", "-t", "upload", "-f", "/nonexistent/payload"], 66, "reading -f '/nonexistent/payload': No such file or directory"),
         row("uiot pub -t upload -f ''", &["pub", "-c", "{cfg}", "-t", "upload", "-f", ""], 66, "reading -f '': No such file or directory"),

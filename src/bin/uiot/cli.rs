@@ -135,20 +135,11 @@ pub fn init_logging(debug: bool) {
     let _ = builder.try_init();
 }
 
-/// Longest quoted command-line value in a message, in characters.
-const QUOTE_MAX: usize = 64;
-
-/// `value` quoted for a message, cut to [`QUOTE_MAX`] characters with
-/// "... (N bytes)" (the library's `error::cut` rule; it is not exported
-/// yet), control characters escaped so that they cannot mangle a terminal.
+/// `value` quoted for a message: cut by the library's rule ([`uiot::cut`]:
+/// 64 characters, then "... (N bytes)"), control characters escaped so that
+/// they cannot mangle a terminal.
 pub fn quote(value: &str) -> String {
-    let (shown, more) = match value.char_indices().nth(QUOTE_MAX) {
-        None => (value, String::new()),
-        Some((end, _)) => (
-            value.get(..end).unwrap_or_default(),
-            format!("...' ({} bytes)", value.len()),
-        ),
-    };
+    let shown = uiot::cut(value);
     let mut out = String::with_capacity(shown.len() + 2);
     out.push('\'');
     for c in shown.chars() {
@@ -158,11 +149,7 @@ pub fn quote(value: &str) -> String {
             out.push(c);
         }
     }
-    if more.is_empty() {
-        out.push('\'');
-    } else {
-        out.push_str(&more);
-    }
+    out.push('\'');
     out
 }
 
@@ -246,7 +233,7 @@ mod tests {
         assert_eq!(quote("upload"), "'upload'");
         assert_eq!(quote("up\u{1}\n"), "'up\\u{1}\\n'");
         let long = quote(&"x".repeat(100_000));
-        assert!(long.ends_with("...' (100000 bytes)"), "{long}");
+        assert!(long.ends_with("... (100000 bytes)'"), "{long}");
         assert!(long.len() < 100);
     }
 
