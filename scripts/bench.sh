@@ -808,8 +808,9 @@ rc_row() {
       if grep -q "^$u_line" "$uout"; then
         [ "$(grep -c 'received CONNACK' "$mout")" -le "$want" ] || return 0
       else
-        # (After its last reconnect bench_pub exits by itself.)
-        kill -0 "$uiot_pid" 2>/dev/null \
+        # (After its last reconnect bench_pub exits by itself: it may have
+        # printed that line between the grep above and this check.)
+        kill -0 "$uiot_pid" 2>/dev/null || grep -q "^$u_line" "$uout" \
           || die "bench_pub reconnect exited: $(cat "$uout" "$work/rc-uiot.err")"
       fi
       kill -0 "$mosq_pid" 2>/dev/null || die "mosquitto_sub exited during the reconnect test: $(cat "$mout")"
@@ -924,7 +925,7 @@ fi
 num() { awk -v x="$1" 'BEGIN { s = sprintf("%.0f", x); o = ""; while (length(s) > 3) { o = "," substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) } print s o }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 # at_least VALUE TARGET / at_most VALUE TARGET: "yes", or "no" and by how much.
-at_least() { awk -v v="$1" -v t="$2" 'BEGIN { if (v >= t) print "yes"; else printf "no, %.0f%% short\n", (1 - v / t) * 100 }'; }
+at_least() { awk -v v="$1" -v t="$2" 'BEGIN { if (v >= t) print "yes"; else printf "no, %.1f%% short\n", (1 - v / t) * 100 }'; }
 at_most() { awk -v v="$1" -v t="$2" 'BEGIN { if (v <= t) print "yes"; else printf "no, %.2fx the target\n", v / t }'; }
 
 q0_ratio=$(awk -v a="$q0_uiot_rate" -v b="$q0_mosq_rate" 'BEGIN { printf "%.4f", a / b }')
