@@ -49,6 +49,16 @@
 //! (`reconnect` mode: `reconnect.stable_after`, default 1000; other events
 //! than `Connected`/`Disconnected` go to stderr).
 
+// A benchmark tool, not library code: short casts of counts and indexing
+// into buffers it built itself are fine here (see Cargo.toml's [lints]).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

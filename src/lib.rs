@@ -9,7 +9,7 @@
 //! - [`packet`]: bytes <-> MQTT packets, strict, no I/O.
 //! - [`config`]: the INI file, validated completely at load.
 //! - [`platform`]: UIoT Core rules: credentials, topics, limits.
-//! - [`transport`]: TCP (and TLS) streams to the broker.
+//! - `transport` (crate-private): TCP (and TLS) streams to the broker.
 //! - [`client`]: the I/O and timer threads and the public [`Client`].
 //! - [`Error`]: the one error type, whose messages say what to fix.
 
@@ -21,11 +21,13 @@ pub mod config;
 mod error;
 pub mod packet;
 pub mod platform;
-pub mod transport;
+mod transport;
 
 pub use client::{
     Client, Event, Message, Messages, OnFull, Options, PublishToken, QoS, QueueStats,
 };
 pub use error::{cut, ConfigError, Error, Result};
 pub use platform::{Identity, Limits};
-pub use transport::TlsOptions;
+#[cfg(feature = "tls")]
+pub use transport::UIOT_CORE_CA_PEM;
+pub use transport::{TlsOptions, TLS_AVAILABLE};

@@ -266,7 +266,7 @@ fn a_peer_that_never_answers_the_handshake_times_out() {
 fn the_built_in_ca_is_the_uiot_core_ca() {
     let dir = TempDir::new("uiot-ca");
     let pem = dir.path().join("ca.pem");
-    std::fs::write(&pem, uiot::transport::UIOT_CORE_CA_PEM).unwrap();
+    std::fs::write(&pem, uiot::UIOT_CORE_CA_PEM).unwrap();
     let out = std::process::Command::new("openssl")
         .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
         .arg(&pem)

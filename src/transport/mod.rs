@@ -5,6 +5,11 @@
 //! [`Stream`] the I/O thread reads and writes. After the handshake TCP and
 //! TLS share one path: the I/O thread only sees `Read + Write`.
 //! Must not touch: MQTT packets, session state, threads, UIoT rules.
+//!
+//! Public (for the root to re-export): [`TlsOptions`], [`Tls`] with
+//! `Tls::new` (`uiot check` builds one to find a bad `ca_file`),
+//! [`TLS_AVAILABLE`] and `UIOT_CORE_CA_PEM`. Everything else is for the
+//! I/O thread only (`pub(crate)`).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -67,7 +72,7 @@ impl Default for TlsOptions {
 
 /// A connected byte stream to the broker, registered with the I/O thread's poll.
 #[derive(Debug)]
-pub enum Stream {
+pub(crate) enum Stream {
     /// Plain TCP.
     Tcp(TcpStream),
     /// TLS over TCP.
@@ -85,18 +90,18 @@ impl Stream {
     }
 
     /// Register with `poll` for reads and writes (edge-triggered).
-    pub fn register(&mut self, poll: &Poll, token: Token) -> io::Result<()> {
+    pub(crate) fn register(&mut self, poll: &Poll, token: Token) -> io::Result<()> {
         poll.registry()
             .register(self.tcp(), token, Interest::READABLE | Interest::WRITABLE)
     }
 
     /// Deregister from `poll`.
-    pub fn deregister(&mut self, poll: &Poll) -> io::Result<()> {
+    pub(crate) fn deregister(&mut self, poll: &Poll) -> io::Result<()> {
         poll.registry().deregister(self.tcp())
     }
 
     /// Shut both directions down (best effort; TLS sends close_notify first).
-    pub fn shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self) {
         #[cfg(feature = "tls")]
         if let Stream::Tls(s) = self {
             let _ = s.shutdown();
@@ -136,7 +141,7 @@ impl Write for Stream {
 /// Connect to `host:port` before `deadline`: TCP, then the TLS handshake
 /// when `tls` is given. Waits in `poll` (with `token`, which must be free);
 /// the stream comes back deregistered.
-pub fn connect(
+pub(crate) fn connect(
     host: &str,
     port: u16,
     tls: Option<&Tls>,
@@ -161,12 +166,12 @@ pub fn connect(
 }
 
 /// True for the "try again later" error of a non-blocking socket.
-pub fn would_block(e: &io::Error) -> bool {
+pub(crate) fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
 /// True for an interrupted system call.
-pub fn interrupted(e: &io::Error) -> bool {
+pub(crate) fn interrupted(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Interrupted
 }
 
@@ -174,7 +179,7 @@ pub fn interrupted(e: &io::Error) -> bool {
 /// answers before `deadline`, using `poll` (with `token`, which must be free)
 /// to wait. The stream comes back deregistered, with TCP_NODELAY set and
 /// dead-link detection tuned to `keep_alive` (see [`tune_dead_link`]).
-pub fn connect_tcp(
+pub(crate) fn connect_tcp(
     host: &str,
     port: u16,
     keep_alive: Duration,
@@ -237,7 +242,7 @@ fn connect_addr(
 /// after `keep_alive` of silence, and TCP_USER_TIMEOUT so that data written
 /// into a dead link fails after keep-alive plus the PINGRESP timeout instead
 /// of being retransmitted for many minutes.
-pub fn tune_dead_link(s: &TcpStream, keep_alive: Duration) -> io::Result<()> {
+pub(crate) fn tune_dead_link(s: &TcpStream, keep_alive: Duration) -> io::Result<()> {
     use rustix::net::sockopt;
     let grace = (keep_alive / 2).min(Duration::from_secs(30));
     let user_timeout = (keep_alive + grace).max(Duration::from_secs(1));

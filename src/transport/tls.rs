@@ -7,6 +7,7 @@
 //! turning handshake failures into advice.
 //! Must not touch: MQTT, session state, threads.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -14,14 +15,17 @@ use mio::{Events, Interest, Poll, Token};
 use native_tls::{Certificate, HandshakeError, Protocol, TlsConnector, TlsStream};
 
 use super::{interrupted, TlsOptions};
-use crate::error::Error;
+use crate::config::file::{self, FileError};
+use crate::config::MAX_CA_FILE;
+use crate::error::{cut, ConfigError, Error};
 
 /// The UIoT Core MQTT CA (X.509 v1, self-signed, valid until 2039-07-24;
 /// SHA-256 27:4A:C9:13:...:91:33:8B), trusted unless `ca_file` replaces it.
 pub const UIOT_CORE_CA_PEM: &[u8] = include_bytes!("../../etc/uiot-core-mqtt-ca.pem");
 
 /// A TLS set-up ready for any number of connections: building it loads the
-/// CA (and OpenSSL's default store), which is slow, so it is done once.
+/// CA (and OpenSSL's default store, unless `SSL_CERT_FILE` points it
+/// elsewhere: see the README's TLS section), so it is done once per client.
 pub struct Tls {
     connector: TlsConnector,
     verify_hostname: bool,
@@ -36,7 +40,12 @@ impl std::fmt::Debug for Tls {
 }
 
 impl Tls {
-    /// Load the CA and build the connector.
+    /// Load the CA (the built-in one, or every certificate in `ca_file`)
+    /// and build the connector.
+    ///
+    /// Errors: `ca_file` missing, unreadable or not a regular file:
+    /// [`Error::Input`]; not PEM certificates or over 1 MB:
+    /// [`Error::Config`]; OpenSSL refusing the set-up: [`Error::Tls`].
     pub fn new(opts: &TlsOptions) -> Result<Tls, Error> {
         Ok(Tls {
             connector: connector(opts)?,
@@ -46,33 +55,73 @@ impl Tls {
 }
 
 fn connector(opts: &TlsOptions) -> Result<TlsConnector, Error> {
-    let (pem, origin) = match &opts.ca_file {
-        None => (
-            UIOT_CORE_CA_PEM.to_vec(),
-            "the built-in UIoT Core CA".to_string(),
-        ),
-        Some(path) => (
-            std::fs::read(path).map_err(|e| {
-                Error::Tls(format!(
-                    "cannot read ca_file {}: {e}; give a readable PEM file",
-                    path.display()
-                ))
-            })?,
-            format!("ca_file {}", path.display()),
-        ),
+    let cas = match &opts.ca_file {
+        None => Certificate::stack_from_pem(UIOT_CORE_CA_PEM)
+            .map_err(|e| Error::Tls(format!("the built-in UIoT Core CA does not load: {e}")))?,
+        Some(path) => load_ca_file(path)?,
     };
-    let ca = Certificate::from_pem(&pem).map_err(|e| {
-        Error::Tls(format!(
-            "{origin} is not a PEM certificate ({e}); give the CA in PEM form"
-        ))
-    })?;
     let mut b = TlsConnector::builder();
     b.min_protocol_version(Some(Protocol::Tlsv12))
         .disable_built_in_roots(true)
-        .add_root_certificate(ca)
         .danger_accept_invalid_hostnames(!opts.verify_hostname);
+    for ca in cas {
+        b.add_root_certificate(ca);
+    }
     b.build()
         .map_err(|e| Error::Tls(format!("cannot set up TLS: {e}")))
+}
+
+/// A `ca_file` problem as a config problem (exit 78, found by `uiot check`).
+fn ca_problem(path: &Path, what: &str) -> Error {
+    let p = path.display().to_string();
+    Error::Config(ConfigError {
+        problems: vec![format!(
+            "[connection] ca_file = {}: {what}; give the CA in PEM form",
+            cut(&p)
+        )],
+    })
+}
+
+/// The certificates of `path`: a regular file of at most
+/// [`MAX_CA_FILE`] bytes (never more is read) holding PEM certificates.
+/// Missing or unreadable: [`Error::Input`]; too large or not PEM:
+/// [`Error::Config`].
+fn load_ca_file(path: &Path) -> Result<Vec<Certificate>, Error> {
+    let pem = match file::read_bounded(path, MAX_CA_FILE) {
+        Ok((bytes, _)) => bytes,
+        Err(FileError::Io(source)) => {
+            return Err(Error::Input {
+                context: format!("reading [connection] ca_file {}", path.display()),
+                source,
+            })
+        }
+        Err(FileError::NotRegular(kind)) => {
+            return Err(Error::Input {
+                context: format!("reading [connection] ca_file {}", path.display()),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("not a regular file but {kind}; give the path of a PEM file"),
+                ),
+            })
+        }
+        Err(FileError::TooLarge { max, .. }) => {
+            return Err(ca_problem(
+                path,
+                &format!("larger than {max} bytes, so not a CA certificate"),
+            ))
+        }
+    };
+    match Certificate::stack_from_pem(&pem) {
+        Ok(cas) if !cas.is_empty() => Ok(cas),
+        Ok(_) => Err(ca_problem(
+            path,
+            "not a PEM certificate (no -----BEGIN CERTIFICATE----- block)",
+        )),
+        Err(e) => Err(ca_problem(
+            path,
+            &format!("not a PEM certificate ({})", cut(e.to_string().trim())),
+        )),
+    }
 }
 
 /// Run the TLS handshake over a connected TCP stream, waiting in `poll`
@@ -170,4 +219,62 @@ fn explain(e: &native_tls::Error, host: &str, port: u16) -> Error {
         "the TLS handshake failed".to_string()
     };
     Error::Tls(format!("{host}:{port}: {advice} ({})", detail.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(ca: &Path) -> TlsOptions {
+        TlsOptions {
+            ca_file: Some(ca.to_path_buf()),
+            verify_hostname: true,
+        }
+    }
+
+    #[test]
+    fn the_built_in_ca_loads() {
+        assert!(Tls::new(&TlsOptions::default()).is_ok());
+    }
+
+    #[test]
+    fn a_ca_file_that_is_not_pem_is_a_config_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ca.der");
+        std::fs::write(&p, b"\x30\x82\x01\x00 not pem").unwrap();
+        match Tls::new(&opts(&p)) {
+            Err(Error::Config(c)) => {
+                let m = &c.problems[0];
+                assert!(m.contains("[connection] ca_file = "), "{m}");
+                assert!(m.contains("not a PEM certificate"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_ca_file_over_1_mb_is_refused_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.pem");
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(1 << 30).unwrap(); // sparse: 1 GB that costs nothing
+        match Tls::new(&opts(&p)) {
+            Err(Error::Config(c)) => assert!(c.problems[0].contains("larger than"), "{c}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_or_odd_ca_file_is_an_input_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        for p in [missing.as_path(), dir.path()] {
+            match Tls::new(&opts(p)) {
+                Err(e @ Error::Input { .. }) => {
+                    assert!(e.to_string().contains(&p.display().to_string()), "{e}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 }

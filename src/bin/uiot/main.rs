@@ -22,8 +22,21 @@ use lexopt::prelude::*;
 use cli::{Command, Failure};
 
 fn main() -> ExitCode {
+    skip_system_ca_store();
     let mut args = lexopt::Parser::from_env();
     ExitCode::from(run(&mut args))
+}
+
+/// uiot trusts only its pinned CA (built in, or `ca_file`), yet OpenSSL
+/// (through native-tls) loads the whole default CA bundle, ~140
+/// certificates and about 50 ms, whenever a TLS set-up is built, before
+/// throwing it away. Pointing `SSL_CERT_FILE` at an empty file makes that
+/// load cost nothing and changes no verification, since the default store
+/// is never trusted; whatever the variable said before did not matter to
+/// uiot either. Set for this process only, before any thread starts. A
+/// command that starts other programs must give them the original value.
+fn skip_system_ca_store() {
+    std::env::set_var("SSL_CERT_FILE", "/dev/null");
 }
 
 /// Dispatches the command line and returns the exit code.
