@@ -254,7 +254,7 @@ start_broker() {
 port=0 tls_port=0
 start_broker
 # What a client on the system's OpenSSL negotiates with this listener (both
-# uiot, through the openssl crate, and mosquitto_pub use it, neither caps the version).
+# uiot, through native-tls, and mosquitto_pub use it, neither caps the version).
 tls_session=$(timeout 10 openssl s_client -connect "127.0.0.1:$tls_port" \
   -servername localhost -verify_hostname localhost -CAfile "$ca" -brief < /dev/null 2>&1 \
   | awk -F': ' '/^Protocol version/ { v = $2 } /^Ciphersuite/ { c = $2 }
