@@ -254,7 +254,7 @@ mod tests {
             0x00, 0x01, b'c', // client id "c"
         ];
         body.extend_from_slice(tail);
-        let mut p = vec![0x10, body.len() as u8];
+        let mut p = vec![0x10, u8::try_from(body.len()).unwrap()];
         p.extend_from_slice(&body);
         p
     }
@@ -319,10 +319,10 @@ mod tests {
     #[test]
     fn connect_refuses_unknown_protocols() {
         for (name, level) in [("MQTT", 3u8), ("MQTT", 5), ("MQIsdp", 4), ("mqtt", 4)] {
-            let mut body = vec![0x00, name.len() as u8];
+            let mut body = vec![0x00, u8::try_from(name.len()).unwrap()];
             body.extend_from_slice(name.as_bytes());
             body.extend_from_slice(&[level, 0x02, 0x00, 0x3C, 0x00, 0x00]);
-            let mut p = vec![0x10, body.len() as u8];
+            let mut p = vec![0x10, u8::try_from(body.len()).unwrap()];
             p.extend_from_slice(&body);
             assert_eq!(
                 one(&p),
