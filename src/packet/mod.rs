@@ -67,11 +67,14 @@ pub enum Packet {
     Publish(Publish),
     /// PUBACK (type 4) with its packet identifier.
     PubAck(u16),
-    /// PUBREC (type 5).
+    /// PUBREC (type 5), of the QoS 2 flow: still decoded so that the client can
+    /// name it in a protocol error (UIoT Core has no QoS 2).
     PubRec(u16),
-    /// PUBREL (type 6).
+    /// PUBREL (type 6), of the QoS 2 flow: still decoded so that the client can
+    /// name it in a protocol error (UIoT Core has no QoS 2).
     PubRel(u16),
-    /// PUBCOMP (type 7).
+    /// PUBCOMP (type 7), of the QoS 2 flow: still decoded so that the client can
+    /// name it in a protocol error (UIoT Core has no QoS 2).
     PubComp(u16),
     /// SUBSCRIBE (type 8).
     Subscribe(Subscribe),
@@ -114,8 +117,9 @@ pub enum Decoded {
 /// consumed, read at least `needed` more bytes and call again) or more than
 /// one (only the first is decoded; [`Decoded::Packet::len`] says how many
 /// bytes to drop). Errors that the fixed header already shows (reserved type,
-/// bad flags, a size over `max_packet`, a wrong size for a fixed-size packet)
-/// are reported before the rest of the packet has arrived.
+/// bad flags, QoS 2 or 3 in a PUBLISH, a size over `max_packet`, a wrong size
+/// for a fixed-size packet) are reported before the rest of the packet has
+/// arrived.
 ///
 /// ```
 /// use uiot::packet::{decode, Decoded, Packet};
