@@ -58,7 +58,9 @@ for target in "${targets[@]}"; do
     if ! "${cargo[@]}" fuzz run -s none "$target" "$scratch/$target" "$corpus" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=1024 -max_len=4096 \
         -print_final_stats=1 2>"$scratch/$target.log"; then
-        tail -n 40 "$scratch/$target.log" >&2
+        # The panic message and libFuzzer's verdict, then the end of the log.
+        grep -E -A1 'panicked at|^==[0-9]+== ERROR|^SUMMARY' "$scratch/$target.log" >&2 || true
+        tail -n 15 "$scratch/$target.log" >&2
         echo "fuzz-smoke: $target FAILED; the input is in fuzz/artifacts/$target/" >&2
         status=1
         continue
