@@ -1,12 +1,23 @@
 //! Byte-exact vectors (MQTT 3.1.1 spec examples, the UIoT CONNECT), round
 //! trips of all 14 packets, every malformation rule, and partial buffers,
-//! all through the public API of `uiot::packet`.
+//! all through the public API of `uiot::packet`. Every protocol violation a
+//! broker can commit after CONNACK has its own `PacketError` variant (the
+//! client maps them to exit 76 by type).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
 
 use uiot::packet::{
-    decode, encode_publish, ConnAck, Connect, ConnectReturnCode, Decoded, LastWill, Packet,
-    PacketError, Protocol, Publish, QoS, SubAck, SubAckCode, Subscribe, Unsubscribe,
-    DEFAULT_MAX_PACKET, MAX_REMAINING_LENGTH,
+    decode, encode_publish, not_mqtt, ConnAck, Connect, ConnectReturnCode, Decoded, LastWill,
+    Packet, PacketError, Protocol, Publish, QoS, SubAck, SubAckCode, Subscribe, Unsubscribe,
+    MAX_REMAINING_LENGTH,
 };
+use uiot::platform::MAX_PACKET;
 
 fn hex(s: &str) -> Vec<u8> {
     s.split_whitespace()
@@ -21,7 +32,7 @@ fn encode(p: &Packet) -> Vec<u8> {
 }
 
 fn decode_one(buf: &[u8]) -> Result<(Packet, usize), PacketError> {
-    match decode(buf, DEFAULT_MAX_PACKET)? {
+    match decode(buf, MAX_PACKET)? {
         Decoded::Packet { packet, len } => Ok((packet, len)),
         Decoded::Incomplete { needed } => panic!("incomplete, needs {needed} more"),
     }
@@ -65,7 +76,7 @@ fn all_packets() -> Vec<Packet> {
             will: Some(LastWill {
                 topic: "w".into(),
                 message: vec![0, 255],
-                qos: QoS::ExactlyOnce,
+                qos: QoS::AtLeastOnce,
                 retain: false,
             }),
             username: None,
@@ -97,7 +108,7 @@ fn all_packets() -> Vec<Packet> {
         }),
         Packet::Publish(Publish {
             dup: false,
-            qos: QoS::ExactlyOnce,
+            qos: QoS::AtLeastOnce,
             retain: false,
             topic: "ü/€".into(),
             pkid: Some(1),
@@ -112,7 +123,7 @@ fn all_packets() -> Vec<Packet> {
             filters: vec![
                 ("a/+/c".into(), QoS::AtMostOnce),
                 ("#".into(), QoS::AtLeastOnce),
-                ("$system/+".into(), QoS::ExactlyOnce),
+                ("$system/+".into(), QoS::AtLeastOnce),
             ],
         }),
         Packet::SubAck(SubAck {
@@ -120,7 +131,7 @@ fn all_packets() -> Vec<Packet> {
             codes: vec![
                 SubAckCode::Success(QoS::AtMostOnce),
                 SubAckCode::Failure,
-                SubAckCode::Success(QoS::ExactlyOnce),
+                SubAckCode::Success(QoS::AtLeastOnce),
             ],
         }),
         Packet::Unsubscribe(Unsubscribe {
@@ -196,23 +207,38 @@ fn spec_subscribe_suback_unsubscribe_examples() {
         pkid: 10,
         filters: vec![
             ("a/b".into(), QoS::AtLeastOnce),
-            ("c/d".into(), QoS::ExactlyOnce),
+            ("c/d".into(), QoS::AtLeastOnce),
         ],
     });
     assert_eq!(
         encode(&sub),
-        hex("82 0e 00 0a 00 03 61 2f 62 01 00 03 63 2f 64 02")
+        hex("82 0e 00 0a 00 03 61 2f 62 01 00 03 63 2f 64 01")
+    );
+    // The spec's own example asks for QoS 2 on "c/d": UIoT Core has none.
+    assert_eq!(
+        decode_one(&hex("82 0e 00 0a 00 03 61 2f 62 01 00 03 63 2f 64 02")),
+        Err(PacketError::UnsupportedQoS2 {
+            packet: "SUBSCRIBE",
+            field: "requested QoS"
+        })
     );
     let suback = Packet::SubAck(SubAck {
         pkid: 10,
         codes: vec![
             SubAckCode::Success(QoS::AtMostOnce),
             SubAckCode::Success(QoS::AtLeastOnce),
-            SubAckCode::Success(QoS::ExactlyOnce),
             SubAckCode::Failure,
         ],
     });
-    assert_eq!(encode(&suback), hex("90 06 00 0a 00 01 02 80"));
+    assert_eq!(encode(&suback), hex("90 05 00 0a 00 01 80"));
+    // The spec's example grants QoS 2: refused as such.
+    assert_eq!(
+        decode_one(&hex("90 06 00 0a 00 01 02 80")),
+        Err(PacketError::UnsupportedQoS2 {
+            packet: "SUBACK",
+            field: "granted QoS"
+        })
+    );
     let unsub = Packet::Unsubscribe(Unsubscribe {
         pkid: 10,
         filters: vec!["a/b".into(), "c/d".into()],
@@ -325,7 +351,7 @@ fn every_prefix_is_incomplete_and_consumes_nothing() {
     for packet in all_packets() {
         let bytes = encode(&packet);
         for cut in 0..bytes.len() {
-            match decode(&bytes[..cut], DEFAULT_MAX_PACKET) {
+            match decode(&bytes[..cut], MAX_PACKET) {
                 Ok(Decoded::Incomplete { needed }) => {
                     assert!(
                         needed >= 1 && cut + needed <= bytes.len(),
@@ -363,16 +389,18 @@ fn too_large_is_an_error_before_the_body_arrives() {
     assert_eq!(
         decode(&hex("30 80 80 01"), 1000),
         Err(PacketError::TooLarge {
+            packet: "PUBLISH",
             size: 16_388,
             max: 1000
         })
     );
     // The platform's own limit: 256 KiB + 1 declared.
     assert_eq!(
-        decode(&hex("30 81 80 10"), DEFAULT_MAX_PACKET),
+        decode(&hex("30 81 80 10"), MAX_PACKET),
         Err(PacketError::TooLarge {
+            packet: "PUBLISH",
             size: 262_145 + 4,
-            max: DEFAULT_MAX_PACKET
+            max: MAX_PACKET
         })
     );
     // Within the limit the same header just waits for the body.
@@ -439,7 +467,32 @@ fn every_malformation_has_its_own_error() {
                 expected: 0,
             },
         ),
-        ("PUBLISH QoS 3", "36 05 00 01 61 00 01", E::PublishQoS3),
+        (
+            "PUBLISH QoS 3",
+            "36 05 00 01 61 00 01",
+            E::ReservedQoS3 {
+                packet: "PUBLISH",
+                field: "QoS",
+            },
+        ),
+        (
+            "PUBLISH QoS 2",
+            "34 05 00 01 61 00 01",
+            E::UnsupportedQoS2 {
+                packet: "PUBLISH",
+                field: "QoS",
+            },
+        ),
+        (
+            "reserved type 15 with flags",
+            "f5 00",
+            E::ReservedPacketType(15),
+        ),
+        (
+            "reserved type 0 with flags",
+            "0f 00",
+            E::ReservedPacketType(0),
+        ),
         ("DUP on QoS 0", "38 03 00 01 61", E::DupOnQoS0),
         (
             "PUBLISH id 0",
@@ -455,6 +508,78 @@ fn every_malformation_has_its_own_error() {
             "SUBACK id 0",
             "90 03 00 00 00",
             E::ZeroPacketId { packet: "SUBACK" },
+        ),
+        (
+            "UNSUBACK id 0",
+            "b0 02 00 00",
+            E::ZeroPacketId { packet: "UNSUBACK" },
+        ),
+        (
+            "SUBACK flags",
+            "92 03 00 01 00",
+            E::BadFlags {
+                packet: "SUBACK",
+                flags: 2,
+                expected: 0,
+            },
+        ),
+        (
+            "SUBACK shorter than its packet identifier",
+            "90 01 00",
+            E::Truncated {
+                packet: "SUBACK",
+                field: "packet identifier",
+                needed: 2,
+                available: 1,
+            },
+        ),
+        (
+            "SUBACK granting QoS 2",
+            "90 04 00 01 01 02",
+            E::UnsupportedQoS2 {
+                packet: "SUBACK",
+                field: "granted QoS",
+            },
+        ),
+        ("SUBACK code 0x81", "90 03 00 01 81", E::BadSubAckCode(0x81)),
+        (
+            "PUBACK length 0",
+            "40 00",
+            E::WrongRemainingLength {
+                packet: "PUBACK",
+                expected: 2,
+                actual: 0,
+            },
+        ),
+        (
+            "topic with a control character",
+            "30 05 00 03 61 0a 62",
+            E::ControlCharacter {
+                packet: "PUBLISH",
+                field: "topic name",
+                value: "a\nb".into(),
+                character: '\n',
+            },
+        ),
+        (
+            "topic with a C1 control character",
+            "30 05 00 03 61 c2 85",
+            E::ControlCharacter {
+                packet: "PUBLISH",
+                field: "topic name",
+                value: "a\u{85}".into(),
+                character: '\u{85}',
+            },
+        ),
+        (
+            "filter with DEL",
+            "82 07 00 01 00 02 61 7f 00",
+            E::ControlCharacter {
+                packet: "SUBSCRIBE",
+                field: "topic filter",
+                value: "a\u{7f}".into(),
+                character: '\u{7f}',
+            },
         ),
         (
             "topic not UTF-8",
@@ -551,7 +676,18 @@ fn every_malformation_has_its_own_error() {
         (
             "requested QoS 3",
             "82 06 00 01 00 01 61 03",
-            E::RequestedQoS3 { filter: "a".into() },
+            E::ReservedQoS3 {
+                packet: "SUBSCRIBE",
+                field: "requested QoS",
+            },
+        ),
+        (
+            "requested QoS 2",
+            "82 06 00 01 00 01 61 02",
+            E::UnsupportedQoS2 {
+                packet: "SUBSCRIBE",
+                field: "requested QoS",
+            },
         ),
         ("CONNACK code 6", "20 02 00 06", E::UnknownConnAckCode(6)),
         (
@@ -600,7 +736,18 @@ fn every_malformation_has_its_own_error() {
         (
             "will QoS 3",
             "10 11 00 04 4d 51 54 54 04 1e 00 3c 00 00 00 01 77 00 00",
-            E::WillQoS3,
+            E::ReservedQoS3 {
+                packet: "CONNECT",
+                field: "will QoS",
+            },
+        ),
+        (
+            "will QoS 2",
+            "10 11 00 04 4d 51 54 54 04 16 00 3c 00 00 00 01 77 00 00",
+            E::UnsupportedQoS2 {
+                packet: "CONNECT",
+                field: "will QoS",
+            },
         ),
         (
             "password without user name",
@@ -675,14 +822,10 @@ fn every_malformation_has_its_own_error() {
     ];
     for (what, bytes, expected) in cases {
         let bytes = hex(bytes);
-        assert_eq!(
-            decode(&bytes, DEFAULT_MAX_PACKET),
-            Err(expected.clone()),
-            "{what}"
-        );
+        assert_eq!(decode(&bytes, MAX_PACKET), Err(expected.clone()), "{what}");
         // The message is a readable sentence, not a Debug dump.
         let text = expected.to_string();
-        assert!(!text.contains('{') && text.len() > 15, "{what}: {text}");
+        assert!(!text.contains(" { ") && text.len() > 15, "{what}: {text}");
     }
 }
 
@@ -698,10 +841,10 @@ fn error_messages_name_packet_field_and_value() {
         e.to_string(),
         "PUBLISH: the topic name needs 5 bytes but only 1 is left in the packet"
     );
-    let e = decode(&hex("30 ff ff 7f"), DEFAULT_MAX_PACKET).unwrap_err();
+    let e = decode(&hex("30 ff ff 7f"), MAX_PACKET).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "packet of 2097155 bytes is larger than the maximum of 262144 bytes"
+        "PUBLISH: packet of 2097155 bytes is larger than the maximum of 262144 bytes"
     );
     let e = decode(&hex("20 02 00 07"), 100).unwrap_err();
     assert!(e.to_string().contains("unknown return code 7"), "{e}");
@@ -807,4 +950,75 @@ fn summary_and_debug_hide_the_password() {
     assert!(!debug.contains("hly3dk1u5y8fq0b9"), "{debug}");
     // Not even as the byte list Debug would print for a Vec<u8>.
     assert!(!debug.contains("104, 108, 121"), "{debug}");
+}
+
+/// Defect 9: each violation a broker can commit after CONNACK is its own
+/// variant, so the client can map it to "protocol error" by type.
+#[test]
+fn broker_violations_are_distinct_variants() {
+    use std::mem::discriminant;
+    let violations = [
+        "30 04 00 02 c3 28",    // invalid UTF-8 topic
+        "30 05 00 03 61 2f 23", // wildcard topic
+        "40 02 00 00",          // PUBACK id 0
+        "34 05 00 01 61 00 01", // QoS 2 PUBLISH
+        "36 05 00 01 61 00 01", // QoS 3 PUBLISH
+        "f0 00",                // reserved type 15
+        "41 02 00 01",          // PUBACK flags
+        "40 03 00 01 00",       // PUBACK length
+        "90 03 00 01 81",       // SUBACK return code
+    ];
+    let errors: Vec<PacketError> = violations
+        .iter()
+        .map(|v| decode(&hex(v), MAX_PACKET).unwrap_err())
+        .collect();
+    for (i, a) in errors.iter().enumerate() {
+        for b in &errors[i + 1..] {
+            assert_ne!(discriminant(a), discriminant(b), "{a} / {b}");
+        }
+    }
+    // Oversized against the maximum the caller gives, from the header alone.
+    assert_eq!(
+        decode(&hex("30 e4 00"), 99),
+        Err(PacketError::TooLarge {
+            packet: "PUBLISH",
+            size: 103,
+            max: 99
+        })
+    );
+    assert_eq!(
+        decode(&hex("90 ff 7f"), 1024),
+        Err(PacketError::TooLarge {
+            packet: "SUBACK",
+            size: 16_386,
+            max: 1024
+        })
+    );
+}
+
+/// Defect 12: bytes that answer CONNECT but are not MQTT are named.
+#[test]
+fn non_mqtt_answers_to_connect_are_recognised() {
+    assert_eq!(
+        not_mqtt(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"),
+        Some("an HTTP server")
+    );
+    // What an OpenSSL server sends back to a plain-MQTT CONNECT.
+    assert_eq!(not_mqtt(&hex("15 03 01 00 02 02 32")), Some("a TLS server"));
+    assert_eq!(not_mqtt(b"SSH-2.0-dropbear\r\n"), Some("an SSH server"));
+    assert_eq!(
+        not_mqtt(b"220 ftp ready\r\n"),
+        Some("a server of a text protocol")
+    );
+    // The first byte of "HTTP/" alone decodes as a bad PUBACK: the reason
+    // not_mqtt is asked first.
+    assert!(matches!(
+        decode(b"HTTP/1.1", MAX_PACKET),
+        Err(PacketError::BadFlags {
+            packet: "PUBACK",
+            ..
+        })
+    ));
+    assert_eq!(not_mqtt(&hex("20 02 00 00")), None);
+    assert_eq!(not_mqtt(&hex("20 02 01 00 30 03 00 01 61")), None);
 }

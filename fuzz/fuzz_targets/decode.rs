@@ -1,17 +1,21 @@
 //! Fuzz target `decode`: feed arbitrary bytes to `uiot::packet::decode` with
-//! a few maximum sizes, and re-encode whatever decodes.
+//! a few maximum sizes, re-encode whatever decodes, and ask `not_mqtt` about
+//! the same bytes.
 //!
 //! Owns: nothing but this harness. Must not touch: the library's code.
 //!
-//! Run (stable toolchain): `RUSTC_BOOTSTRAP=1 cargo fuzz run decode`.
+//! Run: `cargo +nightly fuzz run decode fuzz/corpus/decode` (see docs/fuzz.md).
 
 #![no_main]
+#![allow(clippy::expect_used, clippy::panic)]
 
 use libfuzzer_sys::fuzz_target;
-use uiot::packet::{decode, Decoded, DEFAULT_MAX_PACKET};
+use uiot::packet::{decode, not_mqtt, Decoded};
+use uiot::platform::MAX_PACKET;
 
 fuzz_target!(|data: &[u8]| {
-    for max in [0, 2, 64, DEFAULT_MAX_PACKET, usize::MAX] {
+    let _ = not_mqtt(data);
+    for max in [0, 2, 64, MAX_PACKET, usize::MAX] {
         match decode(data, max) {
             Ok(Decoded::Packet { packet, len }) => {
                 assert!(len <= data.len() && len <= max, "len {len} out of bounds");

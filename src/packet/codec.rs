@@ -7,7 +7,7 @@
 //! Must not touch: packet-specific rules (those live in the packet files),
 //! I/O of any kind.
 
-use super::{PacketError, QoS, MAX_REMAINING_LENGTH};
+use super::{PacketError, MAX_REMAINING_LENGTH};
 
 /// Longest string or binary field: its length is a u16.
 pub(crate) const MAX_FIELD_LEN: usize = 65_535;
@@ -63,16 +63,6 @@ pub(crate) fn fixed_remaining_length(kind: u8) -> Option<usize> {
     match kind {
         CONNACK | PUBACK | PUBREC | PUBREL | PUBCOMP | UNSUBACK => Some(2),
         PINGREQ | PINGRESP | DISCONNECT => Some(0),
-        _ => None,
-    }
-}
-
-/// QoS from its two-bit value.
-pub(crate) fn qos_from_bits(bits: u8) -> Option<QoS> {
-    match bits {
-        0 => Some(QoS::AtMostOnce),
-        1 => Some(QoS::AtLeastOnce),
-        2 => Some(QoS::ExactlyOnce),
         _ => None,
     }
 }
@@ -140,8 +130,8 @@ pub(crate) fn write_fixed_header(out: &mut Vec<u8>, byte1: u8, remaining_len: us
     out.push(byte1);
     let mut len = remaining_len;
     loop {
-        // `len % 128` always fits in a byte.
-        let mut b = (len % 128) as u8;
+        // `len % 128` fits in its lowest byte.
+        let [mut b, ..] = (len % 128).to_le_bytes();
         len /= 128;
         if len > 0 {
             b |= 0x80;

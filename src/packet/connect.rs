@@ -1,11 +1,14 @@
-//! CONNECT, CONNACK and DISCONNECT: reading and writing.
+//! CONNECT and DISCONNECT: the packet types and their reading and writing.
 //!
-//! Owns: the wire format and validation of the session packets.
+//! Owns: [`Connect`], [`LastWill`], [`Protocol`] and the wire format and
+//! validation of CONNECT and DISCONNECT (CONNACK is in `connack`).
 //! Must not touch: UIoT credentials rules (client id / user name shapes,
 //! keep-alive range live in `platform`), shared primitives (in `codec`), I/O.
 
+use std::fmt;
+
 use super::codec::{self, Reader};
-use super::{topic, ConnAck, Connect, ConnectReturnCode, LastWill, PacketError, Protocol};
+use super::{qos, topic, PacketError, QoS};
 
 const NAME: &str = "CONNECT";
 
@@ -17,6 +20,73 @@ const FLAG_WILL: u8 = 0x04;
 const FLAG_CLEAN_SESSION: u8 = 0x02;
 const FLAG_RESERVED: u8 = 0x01;
 
+/// Protocol version carried by CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// MQTT 3.1.1: protocol name "MQTT", level 4 (the default; what the
+    /// platform's SDK sends).
+    V311,
+    /// MQTT 3.1: protocol name "MQIsdp", level 3.
+    V31,
+}
+
+/// The will of a CONNECT (decoded for completeness; uiot never sends one).
+#[derive(Clone, PartialEq, Eq)]
+pub struct LastWill {
+    /// Will topic.
+    pub topic: String,
+    /// Will message.
+    pub message: Vec<u8>,
+    /// Will QoS.
+    pub qos: QoS,
+    /// Will retain flag.
+    pub retain: bool,
+}
+
+/// CONNECT. `Debug` masks the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Connect {
+    /// 3.1.1 or 3.1.
+    pub protocol: Protocol,
+    /// Keep-alive in seconds.
+    pub keep_alive: u16,
+    /// Clean session flag.
+    pub clean_session: bool,
+    /// Client identifier (UIoT: `PSN.DSN`).
+    pub client_id: String,
+    /// Will, if any.
+    pub will: Option<LastWill>,
+    /// User name (UIoT: `PSN|DSN|authmode`).
+    pub username: Option<String>,
+    /// Password bytes (UIoT: the device or product secret). Never logged.
+    pub password: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for Connect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connect")
+            .field("protocol", &self.protocol)
+            .field("keep_alive", &self.keep_alive)
+            .field("clean_session", &self.clean_session)
+            .field("client_id", &self.client_id)
+            .field("will", &self.will)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+impl fmt::Debug for LastWill {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LastWill")
+            .field("topic", &self.topic)
+            .field("message_len", &self.message.len())
+            .field("qos", &self.qos)
+            .field("retain", &self.retain)
+            .finish()
+    }
+}
+
 impl Protocol {
     /// Protocol name and level as sent in CONNECT.
     pub fn name_and_level(self) -> (&'static str, u8) {
@@ -24,21 +94,6 @@ impl Protocol {
             Protocol::V311 => ("MQTT", 4),
             Protocol::V31 => ("MQIsdp", 3),
         }
-    }
-}
-
-impl ConnectReturnCode {
-    /// The code from its byte, `None` for codes MQTT 3.1.1 does not define.
-    pub fn from_u8(code: u8) -> Option<Self> {
-        Some(match code {
-            0 => ConnectReturnCode::Accepted,
-            1 => ConnectReturnCode::UnacceptableProtocolVersion,
-            2 => ConnectReturnCode::IdentifierRejected,
-            3 => ConnectReturnCode::ServerUnavailable,
-            4 => ConnectReturnCode::BadUserNameOrPassword,
-            5 => ConnectReturnCode::NotAuthorized,
-            _ => return None,
-        })
     }
 }
 
@@ -67,7 +122,7 @@ pub(crate) fn read_connect(body: &[u8]) -> Result<Connect, PacketError> {
     if !has_will && (will_qos_bits != 0 || will_retain) {
         return Err(PacketError::WillFlagsWithoutWill { flags });
     }
-    let will_qos = codec::qos_from_bits(will_qos_bits).ok_or(PacketError::WillQoS3)?;
+    let will_qos = qos::from_bits(NAME, "will QoS", will_qos_bits)?;
     let has_username = flags & FLAG_USERNAME != 0;
     let has_password = flags & FLAG_PASSWORD != 0;
     if has_password && !has_username {
@@ -147,7 +202,7 @@ pub(crate) fn encode_connect(c: &Connect, out: &mut Vec<u8>) -> Result<(), Packe
         flags |= FLAG_PASSWORD;
     }
     if let Some(will) = &c.will {
-        flags |= FLAG_WILL | ((will.qos as u8) << FLAG_WILL_QOS_SHIFT);
+        flags |= FLAG_WILL | (will.qos.to_u8() << FLAG_WILL_QOS_SHIFT);
         if will.retain {
             flags |= FLAG_WILL_RETAIN;
         }
@@ -174,38 +229,6 @@ pub(crate) fn encode_connect(c: &Connect, out: &mut Vec<u8>) -> Result<(), Packe
     Ok(())
 }
 
-/// Read a CONNACK body.
-pub(crate) fn read_connack(body: &[u8]) -> Result<ConnAck, PacketError> {
-    let mut r = Reader::new("CONNACK", body);
-    let ack_flags = r.u8("acknowledge flags")?;
-    let code_byte = r.u8("return code")?;
-    r.finish()?;
-    if ack_flags & 0xFE != 0 {
-        return Err(PacketError::ConnAckReservedBits(ack_flags));
-    }
-    let code =
-        ConnectReturnCode::from_u8(code_byte).ok_or(PacketError::UnknownConnAckCode(code_byte))?;
-    let session_present = ack_flags & 0x01 != 0;
-    if session_present && code != ConnectReturnCode::Accepted {
-        return Err(PacketError::SessionPresentWithError(code_byte));
-    }
-    Ok(ConnAck {
-        session_present,
-        code,
-    })
-}
-
-/// Append a CONNACK to `out`; on error `out` is unchanged.
-pub(crate) fn encode_connack(a: &ConnAck, out: &mut Vec<u8>) -> Result<(), PacketError> {
-    if a.session_present && a.code != ConnectReturnCode::Accepted {
-        return Err(PacketError::SessionPresentWithError(a.code as u8));
-    }
-    codec::write_fixed_header(out, codec::CONNACK << 4, 2);
-    out.push(u8::from(a.session_present));
-    out.push(a.code as u8);
-    Ok(())
-}
-
 /// Read a DISCONNECT body (must be empty).
 pub(crate) fn read_disconnect(body: &[u8]) -> Result<(), PacketError> {
     codec::read_empty("DISCONNECT", body)
@@ -221,7 +244,6 @@ mod tests {
     use super::*;
     use crate::packet::test_util::{encoded, one};
     use crate::packet::Packet;
-    use crate::packet::QoS;
 
     /// A valid CONNECT with `flags` and the fields that follow them.
     fn connect_with(flags: u8, tail: &[u8]) -> Vec<u8> {
@@ -232,7 +254,7 @@ mod tests {
             0x00, 0x01, b'c', // client id "c"
         ];
         body.extend_from_slice(tail);
-        let mut p = vec![0x10, body.len() as u8];
+        let mut p = vec![0x10, u8::try_from(body.len()).unwrap()];
         p.extend_from_slice(&body);
         p
     }
@@ -243,7 +265,7 @@ mod tests {
             0x10, 0x27, // CONNECT, remaining length 39
             0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name
             0x04, // protocol level 4
-            0xF6, // user, password, will retain, will QoS 2, will, clean
+            0xEE, // user, password, will retain, will QoS 1, will, clean
             0x00, 0x0A, // keep alive 10
             0x00, 0x04, b't', b'e', b's', b't', // client id
             0x00, 0x02, b'/', b'a', // will topic
@@ -264,7 +286,7 @@ mod tests {
                 will: Some(LastWill {
                     topic: "/a".into(),
                     message: b"offline".to_vec(),
-                    qos: QoS::ExactlyOnce,
+                    qos: QoS::AtLeastOnce,
                     retain: true,
                 }),
                 username: Some("rust".into()),
@@ -297,10 +319,10 @@ mod tests {
     #[test]
     fn connect_refuses_unknown_protocols() {
         for (name, level) in [("MQTT", 3u8), ("MQTT", 5), ("MQIsdp", 4), ("mqtt", 4)] {
-            let mut body = vec![0x00, name.len() as u8];
+            let mut body = vec![0x00, u8::try_from(name.len()).unwrap()];
             body.extend_from_slice(name.as_bytes());
             body.extend_from_slice(&[level, 0x02, 0x00, 0x3C, 0x00, 0x00]);
-            let mut p = vec![0x10, body.len() as u8];
+            let mut p = vec![0x10, u8::try_from(body.len()).unwrap()];
             p.extend_from_slice(&body);
             assert_eq!(
                 one(&p),
@@ -328,10 +350,21 @@ mod tests {
             one(&connect_with(0x20, &[])),
             Err(PacketError::WillFlagsWithoutWill { flags: 0x20 })
         );
+        // Will QoS 2: MQTT has it, UIoT Core does not.
+        assert_eq!(
+            one(&connect_with(0x14, &[0, 1, b'a', 0, 0])),
+            Err(PacketError::UnsupportedQoS2 {
+                packet: "CONNECT",
+                field: "will QoS"
+            })
+        );
         // Will QoS 3.
         assert_eq!(
             one(&connect_with(0x1C, &[0, 1, b'a', 0, 0])),
-            Err(PacketError::WillQoS3)
+            Err(PacketError::ReservedQoS3 {
+                packet: "CONNECT",
+                field: "will QoS"
+            })
         );
         // Password without user name.
         assert_eq!(
@@ -453,68 +486,6 @@ mod tests {
             Err(PacketError::WildcardInTopic { .. })
         ));
         assert_eq!(out, [0xAA], "a failed encode must leave the buffer alone");
-    }
-
-    #[test]
-    fn connack_every_code_and_session_present() {
-        for code in 0..=5u8 {
-            let packet = [
-                0x20, 0x02, // CONNACK, remaining length 2
-                0x00, // no session present
-                code, // return code
-                0xC0, 0x00, // next packet (PINGREQ)
-            ];
-            let (p, len) = one(&packet).unwrap();
-            assert_eq!(len, 4);
-            let Packet::ConnAck(a) = p else {
-                panic!("not a CONNACK: {p:?}")
-            };
-            assert_eq!(a.code as u8, code);
-            assert!(!a.session_present);
-            assert_eq!(encoded(&p), packet[..4]);
-        }
-        let (p, _) = one(&[0x20, 0x02, 0x01, 0x00]).unwrap();
-        assert_eq!(
-            p,
-            Packet::ConnAck(ConnAck {
-                session_present: true,
-                code: ConnectReturnCode::Accepted
-            })
-        );
-    }
-
-    #[test]
-    fn connack_rules() {
-        assert_eq!(
-            one(&[0x20, 0x02, 0x00, 0x06]),
-            Err(PacketError::UnknownConnAckCode(6))
-        );
-        assert_eq!(
-            one(&[0x20, 0x02, 0x02, 0x00]),
-            Err(PacketError::ConnAckReservedBits(0x02))
-        );
-        assert_eq!(
-            one(&[0x20, 0x02, 0x01, 0x05]),
-            Err(PacketError::SessionPresentWithError(5))
-        );
-        assert_eq!(
-            one(&[0x20, 0x03, 0x00, 0x00, 0x00]),
-            Err(PacketError::WrongRemainingLength {
-                packet: "CONNACK",
-                expected: 2,
-                actual: 3
-            })
-        );
-        let mut out = Vec::new();
-        assert_eq!(
-            Packet::ConnAck(ConnAck {
-                session_present: true,
-                code: ConnectReturnCode::NotAuthorized
-            })
-            .encode(&mut out),
-            Err(PacketError::SessionPresentWithError(5))
-        );
-        assert!(out.is_empty());
     }
 
     #[test]

@@ -1,17 +1,36 @@
 //! PUBLISH and its acknowledgements PUBACK, PUBREC, PUBREL, PUBCOMP.
 //!
-//! Owns: the wire format and validation of the message packets, including
-//! the zero-copy hot path [`encode_publish`].
+//! Owns: [`Publish`], the wire format and validation of the message packets,
+//! including the zero-copy hot path [`encode_publish`]. PUBREC, PUBREL and
+//! PUBCOMP (QoS 2 flow) still decode, so that the client can name them in a
+//! protocol error; UIoT Core never sends them.
 //! Must not touch: UIoT topic rules (in `platform`), QoS flows and retries
 //! (the client's job), I/O.
 
 use super::codec::{self, Reader};
-use super::{topic, PacketError, Publish, QoS};
+use super::{qos, topic, PacketError, QoS};
 
 const NAME: &str = "PUBLISH";
 
 const FLAG_DUP: u8 = 0b1000;
 const FLAG_RETAIN: u8 = 0b0001;
+
+/// PUBLISH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// DUP flag.
+    pub dup: bool,
+    /// QoS.
+    pub qos: QoS,
+    /// RETAIN flag.
+    pub retain: bool,
+    /// Topic name (no wildcards).
+    pub topic: String,
+    /// Packet identifier: `Some` (non-zero) for QoS 1, `None` for QoS 0.
+    pub pkid: Option<u16>,
+    /// Application payload.
+    pub payload: Vec<u8>,
+}
 
 /// PUBLISH flags as found in the fixed header: QoS, DUP, RETAIN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +42,7 @@ pub(crate) struct PublishFlags {
 
 /// Check the four flag bits of a PUBLISH fixed header.
 pub(crate) fn check_flags(flags: u8) -> Result<PublishFlags, PacketError> {
-    let qos = codec::qos_from_bits((flags >> 1) & 0b11).ok_or(PacketError::PublishQoS3)?;
+    let qos = qos::from_bits(NAME, "QoS", (flags >> 1) & 0b11)?;
     let dup = flags & FLAG_DUP != 0;
     if dup && qos == QoS::AtMostOnce {
         return Err(PacketError::DupOnQoS0);
@@ -43,7 +62,7 @@ pub(crate) fn read_publish(flags: u8, body: &[u8]) -> Result<Publish, PacketErro
     topic::check_name(NAME, topic)?;
     let pkid = match qos {
         QoS::AtMostOnce => None,
-        QoS::AtLeastOnce | QoS::ExactlyOnce => Some(r.pkid()?),
+        QoS::AtLeastOnce => Some(r.pkid()?),
     };
     let payload = r.rest("payload").to_vec();
     r.finish()?;
@@ -89,7 +108,7 @@ pub(crate) fn publish_len(
 
 /// Append a PUBLISH to `out` straight from borrowed topic and payload (no
 /// intermediate [`Publish`]). Validates like the decoder does: topic name
-/// valid, `pkid` non-zero and present exactly for QoS 1 and 2, no DUP on QoS 0,
+/// valid, `pkid` non-zero and present exactly for QoS 1, no DUP on QoS 0,
 /// size within MQTT's limit. On error `out` is left as it was.
 pub fn encode_publish(
     out: &mut Vec<u8>,
@@ -101,7 +120,7 @@ pub fn encode_publish(
     pkid: Option<u16>,
 ) -> Result<(), PacketError> {
     let len = publish_len(topic, payload, qos, dup, pkid)?;
-    let mut byte1 = (codec::PUBLISH << 4) | ((qos as u8) << 1);
+    let mut byte1 = (codec::PUBLISH << 4) | (qos.to_u8() << 1);
     if dup {
         byte1 |= FLAG_DUP;
     }
@@ -185,25 +204,37 @@ mod tests {
     }
 
     #[test]
-    fn qos2_publish() {
+    fn qos2_publish_is_refused_from_its_first_byte() {
         let packet = [
             0x34, 0x06, // PUBLISH QoS 2
             0x00, 0x01, b't', // topic
             0xFF, 0xFF, // packet id 65535
             b'x', // payload
         ];
-        let (p, _) = one(&packet).unwrap();
-        let Packet::Publish(publish) = &p else {
-            panic!("{p:?}")
+        let qos2 = PacketError::UnsupportedQoS2 {
+            packet: "PUBLISH",
+            field: "QoS",
         };
-        assert_eq!(publish.qos, QoS::ExactlyOnce);
-        assert_eq!(publish.pkid, Some(65_535));
-        assert_eq!(encoded(&p), packet);
+        assert_eq!(one(&packet), Err(qos2.clone()));
+        assert_eq!(crate::packet::decode(&packet[..1], 100), Err(qos2));
     }
 
     #[test]
     fn publish_header_rules() {
-        assert_eq!(one(&[0x36, 0x00]), Err(PacketError::PublishQoS3));
+        assert_eq!(
+            one(&[0x36, 0x00]),
+            Err(PacketError::ReservedQoS3 {
+                packet: "PUBLISH",
+                field: "QoS"
+            })
+        );
+        assert_eq!(
+            one(&[0x3F, 0x00]),
+            Err(PacketError::ReservedQoS3 {
+                packet: "PUBLISH",
+                field: "QoS"
+            })
+        );
         assert_eq!(one(&[0x38, 0x00]), Err(PacketError::DupOnQoS0));
     }
 

@@ -1,11 +1,12 @@
 //! SUBSCRIBE, SUBACK, UNSUBSCRIBE and UNSUBACK.
 //!
-//! Owns: the wire format and validation of the subscription packets.
+//! Owns: [`Subscribe`], [`SubAck`], [`SubAckCode`], [`Unsubscribe`] and the
+//! wire format and validation of the subscription packets.
 //! Must not touch: UIoT subscription limits and allowed filters (in
 //! `platform`), matching messages to subscriptions (the client's job), I/O.
 
 use super::codec::{self, Reader};
-use super::{topic, PacketError, QoS, SubAck, SubAckCode, Subscribe, Unsubscribe};
+use super::{qos, topic, PacketError, QoS};
 
 const SUBSCRIBE: &str = "SUBSCRIBE";
 const SUBACK: &str = "SUBACK";
@@ -13,22 +14,57 @@ const UNSUBSCRIBE: &str = "UNSUBSCRIBE";
 
 const SUBACK_FAILURE: u8 = 0x80;
 
+/// SUBSCRIBE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribe {
+    /// Packet identifier (non-zero).
+    pub pkid: u16,
+    /// Topic filters with their requested QoS (at least one).
+    pub filters: Vec<(String, QoS)>,
+}
+
+/// One return code of a SUBACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubAckCode {
+    /// Granted at this QoS.
+    Success(QoS),
+    /// 0x80: refused.
+    Failure,
+}
+
+/// SUBACK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubAck {
+    /// Packet identifier (non-zero).
+    pub pkid: u16,
+    /// One code per filter of the SUBSCRIBE, in order.
+    pub codes: Vec<SubAckCode>,
+}
+
+/// UNSUBSCRIBE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsubscribe {
+    /// Packet identifier (non-zero).
+    pub pkid: u16,
+    /// Topic filters (at least one).
+    pub filters: Vec<String>,
+}
+
 impl SubAckCode {
-    /// The code from its byte, `None` for bytes other than 0, 1, 2, 0x80.
+    /// The code from its byte: `Some` for 0x00, 0x01 and 0x80, `None` for
+    /// anything else (0x02 grants QoS 2, which UIoT Core does not support;
+    /// the decoder refuses it with [`PacketError::UnsupportedQoS2`]).
     pub fn from_u8(code: u8) -> Option<Self> {
         match code {
             SUBACK_FAILURE => Some(SubAckCode::Failure),
-            0 => Some(SubAckCode::Success(QoS::AtMostOnce)),
-            1 => Some(SubAckCode::Success(QoS::AtLeastOnce)),
-            2 => Some(SubAckCode::Success(QoS::ExactlyOnce)),
-            _ => None,
+            _ => QoS::from_u8(code).map(SubAckCode::Success),
         }
     }
 
     /// The code's byte on the wire.
     pub fn to_u8(self) -> u8 {
         match self {
-            SubAckCode::Success(q) => q as u8,
+            SubAckCode::Success(q) => q.to_u8(),
             SubAckCode::Failure => SUBACK_FAILURE,
         }
     }
@@ -49,9 +85,7 @@ pub(crate) fn read_subscribe(body: &[u8]) -> Result<Subscribe, PacketError> {
                 byte,
             });
         }
-        let qos = codec::qos_from_bits(byte).ok_or_else(|| PacketError::RequestedQoS3 {
-            filter: filter.to_owned(),
-        })?;
+        let qos = qos::from_bits(SUBSCRIBE, "requested QoS", byte)?;
         filters.push((filter.to_owned(), qos));
     }
     r.finish()?;
@@ -86,7 +120,7 @@ pub(crate) fn encode_subscribe(s: &Subscribe, out: &mut Vec<u8>) -> Result<(), P
     codec::write_u16(out, s.pkid);
     for (filter, qos) in &s.filters {
         codec::write_string(out, filter);
-        out.push(*qos as u8);
+        out.push(qos.to_u8());
     }
     Ok(())
 }
@@ -98,7 +132,16 @@ pub(crate) fn read_suback(body: &[u8]) -> Result<SubAck, PacketError> {
     let mut codes = Vec::new();
     while !r.is_empty() {
         let byte = r.u8("return code")?;
-        codes.push(SubAckCode::from_u8(byte).ok_or(PacketError::BadSubAckCode(byte))?);
+        let code = match byte {
+            2 => {
+                return Err(PacketError::UnsupportedQoS2 {
+                    packet: SUBACK,
+                    field: "granted QoS",
+                })
+            }
+            _ => SubAckCode::from_u8(byte).ok_or(PacketError::BadSubAckCode(byte))?,
+        };
+        codes.push(code);
     }
     r.finish()?;
     if codes.is_empty() {
@@ -241,7 +284,17 @@ mod tests {
         );
         assert_eq!(
             one(&[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x03]),
-            Err(PacketError::RequestedQoS3 { filter: "a".into() })
+            Err(PacketError::ReservedQoS3 {
+                packet: "SUBSCRIBE",
+                field: "requested QoS"
+            })
+        );
+        assert_eq!(
+            one(&[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x02]),
+            Err(PacketError::UnsupportedQoS2 {
+                packet: "SUBSCRIBE",
+                field: "requested QoS"
+            })
         );
         assert_eq!(
             one(&[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x41]),
@@ -286,13 +339,13 @@ mod tests {
     #[test]
     fn suback_with_failure_code() {
         let packet = [
-            0x90, 0x06, // SUBACK, remaining length 6
+            0x90, 0x05, // SUBACK, remaining length 5
             0x00, 0x07, // packet id 7
-            0x00, 0x01, 0x02, 0x80, // one code of each kind
+            0x00, 0x01, 0x80, // one code of each kind
             0x90, // next packet
         ];
         let (p, len) = one(&packet).unwrap();
-        assert_eq!(len, 8);
+        assert_eq!(len, 7);
         assert_eq!(
             p,
             Packet::SubAck(SubAck {
@@ -300,12 +353,24 @@ mod tests {
                 codes: vec![
                     SubAckCode::Success(QoS::AtMostOnce),
                     SubAckCode::Success(QoS::AtLeastOnce),
-                    SubAckCode::Success(QoS::ExactlyOnce),
                     SubAckCode::Failure,
                 ],
             })
         );
-        assert_eq!(encoded(&p), packet[..8]);
+        assert_eq!(encoded(&p), packet[..7]);
+    }
+
+    #[test]
+    fn suback_granting_qos_2_is_refused() {
+        assert_eq!(
+            one(&[0x90, 0x04, 0x00, 0x01, 0x01, 0x02]),
+            Err(PacketError::UnsupportedQoS2 {
+                packet: "SUBACK",
+                field: "granted QoS"
+            })
+        );
+        assert_eq!(SubAckCode::from_u8(2), None);
+        assert_eq!(SubAckCode::from_u8(0x80), Some(SubAckCode::Failure));
     }
 
     #[test]

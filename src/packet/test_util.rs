@@ -1,4 +1,7 @@
 //! Helpers shared by the packet unit tests.
+//!
+//! Owns: decoding/encoding shorthands for `#[cfg(test)]` code only.
+//! Must not touch: anything compiled into the library.
 
 use super::{decode, Decoded, Packet, PacketError};
 

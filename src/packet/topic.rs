@@ -1,7 +1,8 @@
 //! Topic names and topic filters: MQTT 3.1.1 validation and matching.
 //!
-//! Owns: what makes a topic name or filter valid on the wire, and
-//! [`filter_matches`].
+//! Owns: what makes a topic name or filter valid on the wire (not empty, at
+//! most 65535 bytes, no U+0000 nor other control characters, wildcards only
+//! where MQTT allows them), and [`filter_matches`].
 //! Must not touch: UIoT platform topic rules (length, slash count, allowed
 //! topics; those live in `platform`), I/O.
 
@@ -62,6 +63,17 @@ fn check_string(packet: &'static str, field: &'static str, s: &str) -> Result<()
     if s.contains('\0') {
         return Err(PacketError::NullCharacter { packet, field });
     }
+    // `char::is_control` is exactly U+0000..U+001F and U+007F..U+009F, the
+    // code points MQTT 3.1.1 (1.5.3) says a topic should not contain: they
+    // cannot be typed, shown or logged as they are.
+    if let Some(character) = s.chars().find(|c| c.is_control()) {
+        return Err(PacketError::ControlCharacter {
+            packet,
+            field,
+            value: s.to_owned(),
+            character,
+        });
+    }
     if s.len() > MAX_FIELD_LEN {
         return Err(PacketError::FieldTooLong {
             packet,
@@ -73,13 +85,15 @@ fn check_string(packet: &'static str, field: &'static str, s: &str) -> Result<()
 }
 
 /// Check that `topic` is a valid MQTT topic name to publish to: not empty,
-/// at most 65535 bytes, no U+0000, no `+` or `#`. Errors name PUBLISH.
+/// at most 65535 bytes, no U+0000 nor other control characters (U+0001..U+001F,
+/// U+007F..U+009F), no `+` or `#`. Errors name PUBLISH.
 pub fn validate_topic_name(topic: &str) -> Result<(), PacketError> {
     check_name("PUBLISH", topic)
 }
 
 /// Check that `filter` is a valid MQTT topic filter: not empty, at most 65535
-/// bytes, no U+0000, `+` and `#` alone in their level, `#` only last.
+/// bytes, no U+0000 nor other control characters, `+` and `#` alone in their
+/// level, `#` only last.
 /// Errors name SUBSCRIBE.
 pub fn validate_topic_filter(filter: &str) -> Result<(), PacketError> {
     check_filter("SUBSCRIBE", filter)
@@ -248,5 +262,73 @@ mod tests {
         ));
         assert_eq!(validate_topic_name(&"x".repeat(65_535)), Ok(()));
         assert_eq!(validate_topic_name("/"), Ok(()));
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_names_and_filters() {
+        let controls = ('\u{1}'..='\u{1f}').chain('\u{7f}'..='\u{9f}');
+        for c in controls {
+            let topic = format!("a/{c}/b");
+            assert_eq!(
+                validate_topic_name(&topic),
+                Err(PacketError::ControlCharacter {
+                    packet: "PUBLISH",
+                    field: "topic name",
+                    value: topic.clone(),
+                    character: c
+                }),
+                "U+{:04X}",
+                u32::from(c)
+            );
+            assert_eq!(
+                validate_topic_filter(&topic),
+                Err(PacketError::ControlCharacter {
+                    packet: "SUBSCRIBE",
+                    field: "topic filter",
+                    value: topic.clone(),
+                    character: c
+                })
+            );
+            assert!(!filter_matches("#", &topic));
+        }
+        // The neighbours of the control ranges are ordinary characters.
+        for ok in [" ", "~", "\u{a0}", "\u{2028}", "\u{fffd}", "caf\u{e9}"] {
+            assert_eq!(validate_topic_name(ok), Ok(()), "{ok:?}");
+            assert_eq!(validate_topic_filter(ok), Ok(()), "{ok:?}");
+        }
+        // U+0000 keeps its own error.
+        assert_eq!(
+            validate_topic_filter("a\0"),
+            Err(PacketError::NullCharacter {
+                packet: "SUBSCRIBE",
+                field: "topic filter"
+            })
+        );
+    }
+
+    #[test]
+    fn control_character_message_quotes_the_topic_escaped_and_cut() {
+        let topic = format!("line\r\nINFO forged{}", "x".repeat(10_000));
+        let e = validate_topic_name(&topic).unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.starts_with("PUBLISH: the topic name \"line\\r\\nINFO forged"),
+            "{s}"
+        );
+        assert!(s.contains("U+000D"), "{s}");
+        assert!(s.contains("(10017 bytes)"), "{s}");
+        assert!(!s.contains('\r') && !s.contains('\n'), "{s}");
+        assert!(s.len() < 300, "{s}");
+    }
+
+    #[test]
+    fn empty_names_and_filters_say_so() {
+        let e = validate_topic_name("").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "PUBLISH: the topic name is empty; a topic needs at least one character"
+        );
+        let e = validate_topic_filter("").unwrap_err();
+        assert!(e.to_string().contains("empty"), "{e}");
     }
 }
