@@ -3,7 +3,7 @@
 //! print. [`every_row_gets_its_exit_code_and_message`] runs each row against
 //! the built binary (each under a timeout, so no row can hang the suite);
 //! [`the_documented_table_is_this_table`] checks that the Markdown table in
-//! the README (or docs/bad-input.md, until the README holds the markers) is
+//! the README is
 //! this table rendered.
 //!
 //! Owns: the rows, their fixtures and the Markdown rendering.
@@ -29,16 +29,6 @@ use std::time::{Duration, Instant};
 
 use support::peer::{self, Step};
 use support::{Broker, FakePeer, TempDir};
-
-/// Rows whose fix is being made elsewhere (the library, config, check.rs)
-/// while this table is written: they state the behaviour the issue
-/// demands, and are skipped here until that work is merged. The coordinator
-/// removes this list after the merge (`UIOT_RUN_PENDING=1` runs them anyway).
-const PENDING_ELSEWHERE: &[&str] = &[
-    "broker refuses the secret (CONNACK 5)",
-    "broker sends a PUBLISH with packet id 0 after CONNACK",
-    "broker sends a packet over max_packet",
-];
 
 /// How long any row may run before it counts as a hang.
 const ROW_TIMEOUT: Duration = Duration::from_secs(30);
@@ -265,7 +255,7 @@ fn rows() -> Vec<Row> {
         // --- the broker (69, 75, 76, 77) ---
         row("broker unreachable (nothing listens on the port)", PUB, 69, "broker unreachable"),
         row("broker accepts TCP but never answers CONNECT", PUB, 75, "within connect_timeout (3.0 s)").peer(|| vec![Step::Silent]),
-        row("broker refuses the secret (CONNACK 5)", PUB, 77, "check the device secret").peer(|| vec![Step::ConnAckNext(5), Step::Silent]),
+        row("broker refuses the secret (CONNACK 5)", PUB, 77, "check [device] device_secret").peer(|| vec![Step::ConnAckNext(5), Step::Silent]),
         row("broker is unavailable (CONNACK 3)", PUB, 75, "the broker is busy").peer(|| vec![Step::ConnAckNext(3), Step::Silent]),
         row("wrong device_secret against Mosquitto", PUB, 77, "the broker refused the connection").config("[device]\nproduct_sn = harnessprod00001\ndevice_sn = harnessdevi00001\ndevice_secret = wrongwrongwrong1\n[connection]\nhost = 127.0.0.1\nport = {port}\ntls = false\nconnect_timeout = 3\n").broker(),
         row("uiot pub -t (another device's topic) -m x", &["pub", "-c", "{cfg}", "-t", "{other}/upload", "-m", "x"], 77, "another product or device").broker(),
@@ -469,13 +459,6 @@ fn run_row(r: &Row, port: u16) -> Result<(), String> {
 #[test]
 fn every_row_gets_its_exit_code_and_message() {
     let rows = rows();
-    let run_pending = std::env::var_os("UIOT_RUN_PENDING").is_some();
-    for p in PENDING_ELSEWHERE {
-        assert!(
-            rows.iter().any(|r| r.input == *p),
-            "PENDING_ELSEWHERE names {p:?}, which is not a row"
-        );
-    }
     let broker: Option<Broker> = if rows.iter().any(|r| matches!(r.needs, Needs::Broker)) {
         support::broker()
     } else {
@@ -484,10 +467,6 @@ fn every_row_gets_its_exit_code_and_message() {
     let mut failures = Vec::new();
     let mut ran = 0;
     for r in &rows {
-        if PENDING_ELSEWHERE.contains(&r.input) && !run_pending {
-            println!("PENDING {:?}", r.input);
-            continue;
-        }
         let _peer;
         let port = match r.needs {
             Needs::Nothing => support::broker::free_port(),
@@ -564,14 +543,8 @@ fn the_table_has_at_least_60_rows_with_unique_inputs() {
 #[test]
 fn the_documented_table_is_this_table() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap_or_default();
-    let (doc, text) = match section(&readme) {
-        Some(_) => ("README.md", readme.clone()),
-        None => (
-            "docs/bad-input.md",
-            std::fs::read_to_string(root.join("docs/bad-input.md")).unwrap_or_default(),
-        ),
-    };
+    let doc = "README.md";
+    let text = std::fs::read_to_string(root.join(doc)).unwrap_or_default();
     let want = render(&rows());
     if section(&text) == Some(want.trim_matches('\n')) {
         return;

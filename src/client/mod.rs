@@ -42,33 +42,8 @@ use crate::packet;
 use crate::platform::RateLimiter;
 use timer::Timers;
 
-/// Quality of service for publishing and subscribing. UIoT Core supports
-/// QoS 0 and 1 only, so there is no QoS 2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum QoS {
-    /// QoS 0: sent once, no acknowledgement.
-    AtMostOnce,
-    /// QoS 1: acknowledged by the broker (PUBACK); may arrive twice.
-    AtLeastOnce,
-}
-
-impl QoS {
-    /// From the numbers 0 and 1.
-    pub fn from_u8(n: u8) -> Option<QoS> {
-        match n {
-            0 => Some(QoS::AtMostOnce),
-            1 => Some(QoS::AtLeastOnce),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn wire(self) -> packet::QoS {
-        match self {
-            QoS::AtMostOnce => packet::QoS::AtMostOnce,
-            QoS::AtLeastOnce => packet::QoS::AtLeastOnce,
-        }
-    }
-}
+/// Quality of service: the packet layer's one QoS type (0 and 1 only).
+pub use crate::packet::QoS;
 
 /// A message from the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -49,10 +49,6 @@ pub use sniff::not_mqtt;
 pub use subscribe::{SubAck, SubAckCode, Subscribe, Unsubscribe};
 pub use topic::{filter_matches, validate_topic_filter, validate_topic_name};
 
-/// Former name of [`crate::platform::MAX_PACKET`], the one 256 KiB limit.
-#[doc(hidden)]
-pub use crate::platform::MAX_PACKET as DEFAULT_MAX_PACKET; // removed at merge
-
 /// The largest remaining length MQTT can express (four length bytes).
 pub const MAX_REMAINING_LENGTH: usize = 268_435_455;
 

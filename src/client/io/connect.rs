@@ -69,14 +69,27 @@ impl Io {
                         at()
                     )));
                 }
-                if let Some(what) = not_mqtt(buf) {
+                if let Some(what) = packet::not_mqtt(buf) {
                     return Err(Error::ProtocolViolation(format!(
                         "at {} is not an MQTT broker (it answered like {what}); check \
                          [connection] host and port",
                         at()
                     )));
                 }
-                match packet::decode(buf, self.max_packet)? {
+                let decoded = match packet::decode(buf, self.max_packet) {
+                    Ok(d) => d,
+                    // Anything but a CONNACK first: not MQTT at all.
+                    Err(_) if buf.first() != Some(&0x20) => {
+                        return Err(Error::ProtocolViolation(format!(
+                            "at {} answered CONNECT with bytes that are not MQTT (first byte \
+                             0x{:02x}): is it an MQTT broker? check [connection] host and port",
+                            at(),
+                            buf.first().copied().unwrap_or(0)
+                        )))
+                    }
+                    Err(e) => return Err(Error::Protocol(e)),
+                };
+                match decoded {
                     Decoded::Incomplete { .. } => {}
                     Decoded::Packet { packet, len } => {
                         self.rx_start += len;
@@ -296,46 +309,5 @@ impl Io {
             }
         }
         Ok(())
-    }
-}
-
-/// What the first bytes in answer to CONNECT look like when they are not
-/// MQTT at all: a CONNACK starts with 0x20 0x02.
-fn not_mqtt(buf: &[u8]) -> Option<&'static str> {
-    if buf.first() == Some(&0x20) {
-        return None;
-    }
-    let starts = |p: &[u8]| buf.len() >= p.len().min(4) && buf.iter().zip(p).all(|(a, b)| a == b);
-    if starts(b"HTTP/") {
-        Some("an HTTP server")
-    } else if starts(b"SSH-") {
-        Some("an SSH server")
-    } else if buf.len() >= 4
-        && buf
-            .iter()
-            .take(16)
-            .all(|b| b.is_ascii_graphic() || *b == b' ')
-    {
-        Some("a text protocol")
-    } else {
-        None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::not_mqtt;
-
-    #[test]
-    fn http_and_other_text_are_not_mqtt() {
-        assert_eq!(
-            not_mqtt(b"HTTP/1.1 400 Bad Request\r\n"),
-            Some("an HTTP server")
-        );
-        assert_eq!(not_mqtt(b"SSH-2.0-OpenSSH_9.2\r\n"), Some("an SSH server"));
-        assert_eq!(not_mqtt(b"220 smtp ready"), Some("a text protocol"));
-        assert_eq!(not_mqtt(&[0x20, 0x02, 0, 0]), None);
-        assert_eq!(not_mqtt(&[0x20]), None);
-        assert_eq!(not_mqtt(b"HT"), None, "too short to tell yet");
     }
 }

@@ -162,12 +162,12 @@ impl Io {
         match packet {
             Packet::Publish(p) => {
                 let (qos, id) = match (p.qos, p.pkid) {
-                    (packet::QoS::AtMostOnce, _) => (QoS::AtMostOnce, None),
-                    (packet::QoS::AtLeastOnce, Some(id)) => (QoS::AtLeastOnce, Some(id)),
-                    #[allow(unreachable_patterns)] // once packet::QoS has two variants
-                    _ => {
+                    (QoS::AtMostOnce, _) => (QoS::AtMostOnce, None),
+                    (QoS::AtLeastOnce, Some(id)) => (QoS::AtLeastOnce, Some(id)),
+                    // The decoder refuses a QoS 1 PUBLISH without an id.
+                    (QoS::AtLeastOnce, None) => {
                         return Err(Closed::Violation(
-                            "sent a QoS 2 PUBLISH, which UIoT Core does not use".into(),
+                            "sent a QoS 1 PUBLISH without a packet id".into(),
                         ))
                     }
                 };
@@ -227,11 +227,6 @@ impl Io {
                 for ((filter, _), code) in pending.filters.into_iter().zip(ack.codes) {
                     match code {
                         SubAckCode::Success(q) => {
-                            let q = if q == packet::QoS::AtMostOnce {
-                                QoS::AtMostOnce
-                            } else {
-                                QoS::AtLeastOnce
-                            };
                             self.session.subscriptions.insert(filter, q);
                             granted.push(q);
                         }

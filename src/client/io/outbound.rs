@@ -152,7 +152,7 @@ impl Io {
                         &mut self.tx,
                         &m.topic,
                         &m.payload,
-                        packet::QoS::AtMostOnce,
+                        QoS::AtMostOnce,
                         false,
                         false,
                         None,
@@ -175,7 +175,7 @@ impl Io {
                         &mut self.tx,
                         &m.topic,
                         &m.payload,
-                        packet::QoS::AtLeastOnce,
+                        QoS::AtLeastOnce,
                         dup,
                         false,
                         Some(id),
@@ -238,7 +238,7 @@ impl Io {
         let id = self.session.next_id();
         let pkt = Packet::Subscribe(packet::Subscribe {
             pkid: id,
-            filters: filters.iter().map(|(f, q)| (f.clone(), q.wire())).collect(),
+            filters: filters.clone(),
         });
         pkt.encode(&mut self.tx)?;
         log::debug!(target: "uiot::wire", "-> {}", pkt.summary());
