@@ -17,3 +17,5 @@ cargo clippy --locked --no-default-features --lib --bins -- -D warnings
 echo "== cargo test"
 cargo test --locked --all-targets
 cargo test --locked --doc
+echo "== fuzz smoke (packet decoder, INI loader)"
+bash scripts/fuzz-smoke.sh

@@ -3,8 +3,7 @@
 //! print. [`every_row_gets_its_exit_code_and_message`] runs each row against
 //! the built binary (each under a timeout, so no row can hang the suite);
 //! [`the_documented_table_is_this_table`] checks that the Markdown table in
-//! the README is
-//! this table rendered.
+//! the README is this table rendered.
 //!
 //! Owns: the rows, their fixtures and the Markdown rendering.
 //! Must not touch: the library (only the binary is run), tests/support
