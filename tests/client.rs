@@ -1,6 +1,14 @@
 //! The blocking client against a real Mosquitto with the UIoT Core profile,
 //! and against a scripted fake peer for what Mosquitto will not do.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)] // a test: a failed unwrap or assertion is the failure report
+
 mod support;
 
 use std::time::{Duration, Instant};

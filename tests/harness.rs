@@ -5,6 +5,14 @@
 //! Owns: nothing but these tests. Must not touch: the library (these tests
 //! must pass before the client exists), any address but 127.0.0.1.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)] // a test: a failed unwrap or assertion is the failure report
+
 mod support;
 
 use std::io::{ErrorKind, Read, Write};

@@ -1,6 +1,14 @@
 //! Never lose a message: reconnects, resends, the offline queue, dead links
 //! and devices kicking each other, against a real Mosquitto.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)] // a test: a failed unwrap or assertion is the failure report
+
 mod support;
 
 use std::collections::HashMap;

@@ -1,6 +1,13 @@
 //! TLS: Mosquitto TLS listeners with certificates made at test time, and
 //! peers that speak the wrong thing or nothing.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)] // a test: a failed unwrap or assertion is the failure report
 #![cfg(feature = "tls")]
 
 mod support;
