@@ -40,9 +40,7 @@ use std::time::{Duration, Instant};
 
 pub use inbox::{Events, Messages};
 pub use options::{OnFull, Options, Queue, Reconnect};
-pub(crate) use shared::{
-    later, lock, secs, Ack, Capacity, Command, Inbound, Shared, COMMAND_QUEUE,
-};
+pub(crate) use shared::{later, lock, secs, Ack, Capacity, Command, Inbound, Shared};
 pub use types::{Event, Message, PublishToken, QueueStats};
 
 use crate::error::Error;
@@ -141,7 +139,8 @@ impl Client {
         let waker = mio::Waker::new(poll.registry(), io::WAKER)
             .map_err(|e| io_err("creating the waker", e))?;
         let timers = Arc::new(Timers::new().map_err(|e| io_err("creating the timerfd", e))?);
-        let (cmd_tx, cmd_rx) = mpsc::sync_channel(COMMAND_QUEUE);
+        let (cmd_tx, cmd_rx) =
+            mpsc::sync_channel(shared::command_queue(options.queue.max_messages));
         let (msg_tx, msg_rx) = mpsc::sync_channel(options.message_capacity.max(1));
         let (ev_tx, ev_rx) = mpsc::sync_channel(64);
         let shared = Arc::new(Shared {
@@ -159,6 +158,7 @@ impl Client {
                 on_full: options.queue.on_full,
                 dropped: AtomicUsize::new(0),
             },
+            unlimited: RateLimiter::new(&options.limits).is_unlimited(),
             limiter: Mutex::new(RateLimiter::new(&options.limits)),
             closed: Mutex::new(None),
             is_closed: AtomicBool::new(false),
@@ -302,6 +302,9 @@ impl Client {
     }
 
     fn pace(&self, bytes: usize) {
+        if self.shared.unlimited {
+            return;
+        }
         loop {
             let wait = {
                 let mut l = lock(&self.shared.limiter);

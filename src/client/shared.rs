@@ -50,9 +50,14 @@ pub(crate) enum Command {
     Timer(timer::Deadline),
 }
 
-/// Commands queued to the I/O thread at most; the I/O thread drains them
-/// in batches, the queue's bounds (`[queue]`) hold back publishers first.
-pub(crate) const COMMAND_QUEUE: usize = 256;
+/// How many commands the channel to the I/O thread holds: room for a full
+/// queue (`max_messages`, up to 1024) and a few others, so that publishers
+/// wait on the queue's bound (which wakes them in batches) rather than on
+/// the channel (which wakes them for every free slot: a context switch
+/// per message). About 100 bytes a slot.
+pub(crate) fn command_queue(max_messages: usize) -> usize {
+    max_messages.clamp(16, 1024) + 32
+}
 
 /// A message for the application, with what acknowledges it once taken.
 pub(crate) struct Inbound {
@@ -119,6 +124,9 @@ pub(crate) struct Shared {
     pub(crate) inbound_stalled: AtomicBool,
     pub(crate) capacity: Capacity,
     pub(crate) limiter: Mutex<RateLimiter>,
+    /// Neither a publish rate nor a bandwidth limit applies: the limiter
+    /// need not be locked at all.
+    pub(crate) unlimited: bool,
     pub(crate) closed: Mutex<Option<io::Closed>>,
     pub(crate) is_closed: AtomicBool,
     /// When the socket was last written to.
@@ -148,7 +156,12 @@ impl Shared {
         match self.commands.try_send(cmd) {
             Ok(()) => {}
             Err(TrySendError::Full(cmd)) => {
-                self.wake();
+                // A parked I/O thread must drain; a busy one (or one
+                // waiting for the socket) drains when it can, and waking it
+                // for every command would only make it spin.
+                if self.parked.take_wake() {
+                    self.wake();
+                }
                 self.commands.send(cmd).map_err(|_| self.closed_error())?;
             }
             Err(TrySendError::Disconnected(_)) => return Err(self.closed_error()),
@@ -262,13 +275,24 @@ impl Shared {
         }
     }
 
-    /// Give back the room of a message that is done.
+    /// Give back the room of a message that is done. Blocked publishers
+    /// are woken once the queue is down to three quarters (not for every
+    /// message: that would cost a context switch per message).
     pub(crate) fn release(&self, bytes: usize) {
-        let mut used = lock(&self.capacity.used);
-        used.0 = used.0.saturating_sub(1);
+        self.release_many(1, bytes);
+    }
+
+    /// [`Shared::release`] for `n` messages of `bytes` bytes in all.
+    pub(crate) fn release_many(&self, n: usize, bytes: usize) {
+        let c = &self.capacity;
+        let mut used = lock(&c.used);
+        used.0 = used.0.saturating_sub(n);
         used.1 = used.1.saturating_sub(bytes);
-        if self.capacity.blocked.load(Ordering::Relaxed) > 0 {
-            self.capacity.room.notify_one();
+        if c.blocked.load(Ordering::Relaxed) > 0
+            && used.0 <= c.max_messages - c.max_messages / 4
+            && used.1 <= c.max_bytes - c.max_bytes / 4
+        {
+            c.room.notify_all();
         }
     }
 }

@@ -322,17 +322,14 @@ impl Io {
         }
     }
 
+    /// Take every queued command. Memory stays bounded without leaving
+    /// commands in the channel: each publish holds room in the queue
+    /// (`[queue]`), and a full queue blocks its publisher before the
+    /// command is sent. (Leaving them in the channel made a publisher
+    /// wait for every single free slot: a context switch per message.)
     fn take_commands(&mut self) -> Result<(), Closed> {
-        let max_waiting = self.shared.options.queue.max_messages;
-        // Online, a long waiting queue means the link is the bottleneck:
-        // leave commands in the channel so callers feel the back-pressure.
-        while self.tx_pending() < TX_HIGH_WATER
-            && (!self.online || self.session.waiting.len() < max_waiting)
-        {
-            match self.commands.try_recv() {
-                Ok(cmd) => self.handle_command(cmd)?,
-                Err(_) => break,
-            }
+        while let Ok(cmd) = self.commands.try_recv() {
+            self.handle_command(cmd)?;
         }
         Ok(())
     }

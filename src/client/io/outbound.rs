@@ -99,6 +99,9 @@ impl Io {
         if self.pacing {
             return false;
         }
+        if self.shared.unlimited {
+            return true;
+        }
         let Some(front) = self.session.waiting.front_mut() else {
             return false;
         };
@@ -132,6 +135,9 @@ impl Io {
     /// in-flight window has room.
     pub(super) fn pump(&mut self) {
         let max_inflight = usize::from(self.shared.options.max_inflight);
+        // QoS 0 messages leave the queue as they are encoded; their room is
+        // given back once per pump (one lock, not one per message).
+        let mut written = (0usize, 0usize);
         while self.online && self.tx_pending() < TX_HIGH_WATER {
             let Some(front) = self.session.waiting.front() else {
                 break;
@@ -158,7 +164,8 @@ impl Io {
                         None,
                     );
                     // Written or not, it leaves the queue now (at most once).
-                    self.shared.release(m.payload.len());
+                    written.0 += 1;
+                    written.1 += m.payload.len();
                     match r {
                         Ok(()) => log::debug!(target: "uiot::wire",
                             "-> PUBLISH qos=0 topic={} payload={} bytes", m.topic, m.payload.len()),
@@ -201,6 +208,9 @@ impl Io {
             if size >= LARGE_PUBLISH {
                 self.last_large = Some((size, Instant::now()));
             }
+        }
+        if written.0 > 0 {
+            self.shared.release_many(written.0, written.1);
         }
     }
 
