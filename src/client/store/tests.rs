@@ -1,6 +1,7 @@
 //! Tests of the on-disk queue through its crate API, against real files.
 
 use super::*;
+use std::fs::{self, File};
 use std::process::Command;
 
 const SMALL: u64 = 4 * 1024;
@@ -253,12 +254,20 @@ fn leftover_rewrites_are_removed_and_unrelated_files_ignored() {
 }
 
 #[test]
-fn a_huge_foreign_file_is_refused_clearly() {
+fn a_huge_foreign_file_is_set_aside_not_a_blocker() {
     let d = tmp();
-    let f = File::create(d.path().join("0000000000000001.log")).unwrap();
-    f.set_len(MAX_SEGMENT_FILE + 1).unwrap(); // sparse, costs nothing
-    let err = Store::open(d.path(), Fsync::Always).err().unwrap();
-    assert_io_error_names(&err, d.path(), "move it out of the [queue] dir");
+    let name = d.path().join("0000000000000001.log");
+    let f = File::create(&name).unwrap();
+    f.set_len(files::MAX_SEGMENT_FILE + 1).unwrap(); // sparse, costs nothing
+    drop(f);
+    let (mut s, rec) = open(d.path());
+    assert!(rec.is_empty());
+    assert!(!name.exists());
+    assert!(d.path().join("0000000000000001.log.bad").exists());
+    assert_eq!(s.append("t", b"x").unwrap(), 1);
+    drop(s);
+    let (_, rec) = open(d.path());
+    assert_eq!(ids(&rec), vec![1]);
 }
 
 #[test]
