@@ -2,6 +2,8 @@
 //! A full disk: `tests/full_disk.rs`; the directory and foreign files:
 //! `tests/dir.rs`.
 
+#![allow(clippy::cast_possible_truncation)] // test data and offsets within small test files
+
 mod dir;
 mod full_disk;
 
