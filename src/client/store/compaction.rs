@@ -159,7 +159,8 @@ impl Store {
         let mut moved = Vec::new();
         let mut record = Vec::new();
         for (&id, loc) in self.pending.iter().filter(|(_, l)| l.seg == seq) {
-            record.resize(usize::try_from(loc.len).unwrap_or(usize::MAX), 0);
+            // (u32 always fits; 0 would read as "changed on disk".)
+            record.resize(usize::try_from(loc.len).unwrap_or(0), 0);
             old.read_exact_at(&mut record, loc.offset)
                 .map_err(|e| files::read_error(&path, e))?;
             let intact = matches!(

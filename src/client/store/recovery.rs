@@ -120,24 +120,29 @@ impl Store {
         let mut active = None;
         if let Some((seq, valid_end, file_len)) = found.reusable {
             let path = segment_path(dir, seq);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| write_error(dir, e))?;
-            if valid_end < file_len {
-                log::warn!(
-                    "QoS 1 queue: cutting {} to {valid_end} bytes (was {file_len})",
-                    path.display()
-                );
-                file.set_len(valid_end)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| write_error(dir, e))?;
-                if let Some(seg) = found.segments.get_mut(&seq) {
-                    seg.len = valid_end;
+            match OpenOptions::new().read(true).write(true).open(&path) {
+                Ok(file) => {
+                    if valid_end < file_len {
+                        log::warn!(
+                            "QoS 1 queue: cutting {} to {valid_end} bytes (was {file_len})",
+                            path.display()
+                        );
+                        file.set_len(valid_end)
+                            .and_then(|()| file.sync_all())
+                            .map_err(|e| write_error(dir, e))?;
+                        if let Some(seg) = found.segments.get_mut(&seq) {
+                            seg.len = valid_end;
+                        }
+                    }
+                    active = Some((seq, file));
                 }
+                // Read-only for us, say: its records are recovered; appends
+                // go to a new segment.
+                Err(e) => log::warn!(
+                    "QoS 1 queue: cannot append to {} ({e}); starting a new segment",
+                    path.display()
+                ),
             }
-            active = Some((seq, file));
         }
         let (active_seq, active) = match active {
             Some(a) => a,

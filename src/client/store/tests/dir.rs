@@ -95,3 +95,16 @@ fn an_oversized_segment_of_ours_keeps_its_records_and_is_cut() {
     assert_eq!(fs::metadata(&file).unwrap().len(), valid);
     assert_eq!(s.append("t", b"x").unwrap(), 4);
 }
+
+#[test]
+fn full_means_enospc_or_edquot_whatever_their_numbers() {
+    use rustix::io::Errno;
+    for full in [Errno::NOSPC, Errno::DQUOT] {
+        assert!(files::is_full(&io::Error::from_raw_os_error(
+            full.raw_os_error()
+        )));
+    }
+    let rofs = io::Error::from_raw_os_error(Errno::ROFS.raw_os_error());
+    assert!(!files::is_full(&rofs));
+    assert!(files::advice(&rofs).contains("read-only"));
+}
