@@ -113,6 +113,9 @@ pub(crate) const SEGMENT_TARGET: u64 = 512 * 1024;
 const ACK_BUFFER: usize = 1024;
 /// Tries to find a free segment number for a new segment.
 const NAME_TRIES: usize = 16;
+/// At most one "cannot record acknowledgements" warning this often (a disk
+/// on the edge of full may go back and forth).
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// When appended records are forced to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +190,8 @@ impl Segment {
 struct Unrecorded {
     raw: Option<i32>,
     kind: io::ErrorKind,
+    /// Whether this episode was logged at `warn` (see `WARN_EVERY`).
+    warned: bool,
 }
 
 impl Unrecorded {
@@ -214,6 +219,8 @@ pub(crate) struct Store {
     acks: Vec<(u64, u64)>,
     /// Set while acks cannot be written (logged once when it starts).
     unrecorded: Option<Unrecorded>,
+    /// When "cannot record acknowledgements" was last logged at `warn`.
+    last_warn: Option<Instant>,
     next_id: u64,
     last_sync: Instant,
     dirty: bool,
@@ -484,31 +491,49 @@ impl Store {
         Ok(())
     }
 
-    /// Acks cannot be written: say so once.
+    /// Acks cannot be written: say so once (per episode, and at most once
+    /// per `WARN_EVERY`; more often at `debug`).
     fn cannot_record(&mut self, e: &io::Error) {
-        if self.unrecorded.is_none() {
-            log::warn!(
-                "QoS 1 queue in {}: cannot record acknowledgements ({}; {e}): {} acknowledged \
-                 message(s) stay on disk and will be sent again after a restart unless space \
-                 is freed",
-                self.dir.display(),
-                advice(e),
-                self.acks.len()
-            );
-        }
+        let warned = match self.unrecorded {
+            Some(u) => u.warned,
+            None => {
+                let loud = self.last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY);
+                let text = format!(
+                    "QoS 1 queue in {}: cannot record acknowledgements ({}; {e}): {} \
+                     acknowledged message(s) stay on disk and will be sent again after a \
+                     restart unless space is freed",
+                    self.dir.display(),
+                    advice(e),
+                    self.acks.len()
+                );
+                if loud {
+                    log::warn!("{text}");
+                    self.last_warn = Some(Instant::now());
+                } else {
+                    log::debug!("{text}");
+                }
+                loud
+            }
+        };
         self.unrecorded = Some(Unrecorded {
             raw: e.raw_os_error(),
             kind: e.kind(),
+            warned,
         });
     }
 
     /// Acks are recorded (or moot) again.
     fn recorded(&mut self) {
-        if self.unrecorded.take().is_some() {
-            log::info!(
+        if let Some(u) = self.unrecorded.take() {
+            let text = format!(
                 "QoS 1 queue in {}: acknowledgements are recorded again",
                 self.dir.display()
             );
+            if u.warned {
+                log::info!("{text}");
+            } else {
+                log::debug!("{text}");
+            }
         }
     }
 

@@ -186,6 +186,7 @@ impl Store {
             pending_payload,
             acks: Vec::new(),
             unrecorded: None,
+            last_warn: None,
             next_id: found.next_id,
             last_sync: Instant::now(),
             dirty: false,
