@@ -1,6 +1,14 @@
 //! The on-disk queue through the real binary: a publisher killed with
 //! SIGKILL loses nothing it accepted.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
 mod support;
 
 use std::io::Write;

@@ -48,6 +48,7 @@ pub(super) fn decode_header(buf: &[u8]) -> Option<u64> {
 
 /// Total record size (head and body) of a message; the caller checks it
 /// against `MAX_BODY` first.
+#[cfg(test)]
 pub(super) fn message_record_len(topic: &str, payload: &[u8]) -> usize {
     RECORD_HEAD + MESSAGE_FIXED + topic.len() + payload.len()
 }

@@ -1,43 +1,50 @@
 //! Tests of the on-disk queue through its crate API, against real files.
+//! A full disk: `tests/full_disk.rs`; the directory and foreign files:
+//! `tests/dir.rs`.
+
+#![allow(clippy::cast_possible_truncation)] // test data and offsets within small test files
+
+mod dir;
+mod full_disk;
 
 use super::*;
-use std::process::Command;
+use std::fs::{self, File};
 
-const SMALL: u64 = 4 * 1024;
+pub(super) const SMALL: u64 = 4 * 1024;
 
-fn tmp() -> tempfile::TempDir {
+pub(super) fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
-fn interval() -> Fsync {
+pub(super) fn interval() -> Fsync {
     Fsync::Interval(Duration::from_secs(3600))
 }
 
-fn open(dir: &Path) -> (Store, Vec<Stored>) {
+pub(super) fn open(dir: &Path) -> (Store, Vec<Stored>) {
     Store::open(dir, Fsync::Always).unwrap()
 }
 
-fn open_small(dir: &Path) -> (Store, Vec<Stored>) {
+pub(super) fn open_small(dir: &Path) -> (Store, Vec<Stored>) {
     Store::open_with(dir, Fsync::Always, SMALL).unwrap()
 }
 
-fn ids(v: &[Stored]) -> Vec<u64> {
+pub(super) fn ids(v: &[Stored]) -> Vec<u64> {
     v.iter().map(|s| s.id).collect()
 }
 
-fn payload(i: u64, len: usize) -> Vec<u8> {
+pub(super) fn payload(i: u64, len: usize) -> Vec<u8> {
     (0..len).map(|k| (i as usize * 31 + k) as u8).collect()
 }
 
 /// Total bytes of the segment files in `dir`.
-fn disk_usage(dir: &Path) -> u64 {
+pub(super) fn disk_usage(dir: &Path) -> u64 {
     fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum()
 }
 
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
+pub(super) fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -47,7 +54,7 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn assert_io_error_names(err: &Error, dir: &Path, advice: &str) {
+pub(super) fn assert_io_error_names(err: &Error, dir: &Path, advice: &str) {
     let Error::Io { context, .. } = err else {
         panic!("expected Error::Io, got {err:?}")
     };
@@ -253,12 +260,20 @@ fn leftover_rewrites_are_removed_and_unrelated_files_ignored() {
 }
 
 #[test]
-fn a_huge_foreign_file_is_refused_clearly() {
+fn a_huge_foreign_file_is_set_aside_not_a_blocker() {
     let d = tmp();
-    let f = File::create(d.path().join("0000000000000001.log")).unwrap();
-    f.set_len(MAX_SEGMENT_FILE + 1).unwrap(); // sparse, costs nothing
-    let err = Store::open(d.path(), Fsync::Always).err().unwrap();
-    assert_io_error_names(&err, d.path(), "move it out of the [queue] dir");
+    let name = d.path().join("0000000000000001.log");
+    let f = File::create(&name).unwrap();
+    f.set_len(files::MAX_SEGMENT_FILE + 1).unwrap(); // sparse, costs nothing
+    drop(f);
+    let (mut s, rec) = open(d.path());
+    assert!(rec.is_empty());
+    assert!(!name.exists());
+    assert!(d.path().join("0000000000000001.log.bad").exists());
+    assert_eq!(s.append("t", b"x").unwrap(), 1);
+    drop(s);
+    let (_, rec) = open(d.path());
+    assert_eq!(ids(&rec), vec![1]);
 }
 
 #[test]
@@ -399,62 +414,6 @@ fn a_path_under_a_regular_file_is_a_clear_error() {
     assert!(err.to_string().contains("QoS 1 queue"), "{err}");
 }
 
-/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
-struct SmallFs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount(size: &str) -> Option<SmallFs> {
-        let dir = tmp();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .is_ok_and(|o| o.status.success());
-        ok.then_some(SmallFs { dir })
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
-#[test]
-fn disk_full_is_a_clear_error_and_loses_nothing_already_queued() {
-    let Some(fs) = SmallFs::mount("64k") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
-        return;
-    };
-    let dir = fs.dir.path().join("queue");
-    let (mut s, _) = Store::open_with(&dir, Fsync::Always, 16 * 1024).unwrap();
-    let mut ok = Vec::new();
-    let err = loop {
-        match s.append("/p/d/upload", &payload(ok.len() as u64, 1000)) {
-            Ok(id) => ok.push(id),
-            Err(e) => break e,
-        }
-        assert!(ok.len() < 1000, "a 64 KiB file system never filled up");
-    };
-    assert!(ok.len() > 10, "only {} messages fitted", ok.len());
-    assert_io_error_names(&err, &dir, "free space there, or set [queue] dir elsewhere");
-    // Still usable: the failure is reported again, not a panic or corruption.
-    assert!(s.append("/p/d/upload", &[0; 1000]).is_err());
-    assert_eq!(s.pending().0, ok.len());
-    drop(s);
-    let (mut s, rec) = Store::open_with(&dir, Fsync::Always, 16 * 1024).unwrap();
-    assert_eq!(ids(&rec), ok);
-    // Freeing space (acks and compaction) makes appends work again.
-    for id in &ok {
-        s.ack(*id).unwrap();
-    }
-    s.compact().unwrap();
-    s.append("/p/d/upload", &[0; 1000]).unwrap();
-    drop(s);
-}
-
 mod props {
     use super::*;
     use proptest::prelude::*;
@@ -500,39 +459,6 @@ mod props {
             }
         }
     }
-}
-
-#[test]
-fn acks_and_compaction_free_a_completely_full_disk() {
-    let Some(fs) = SmallFs::mount("64k") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
-        return;
-    };
-    let dir = fs.dir.path().join("queue");
-    // One message per segment, each segment exactly one 4 KiB page, so that
-    // once the disk is full not even an ack record fits in the active one.
-    let page = 4096;
-    let body = page - HEADER_LEN - format::RECORD_HEAD - MESSAGE_FIXED - 1;
-    let (mut s, _) = Store::open_with(&dir, Fsync::Always, page as u64).unwrap();
-    for i in 1..=5u64 {
-        assert_eq!(s.append("t", &payload(i, body)).unwrap(), i);
-    }
-    let mut filler = File::create(fs.dir.path().join("filler")).unwrap();
-    while io::Write::write(&mut filler, &[0; 512]).is_ok_and(|n| n > 0) {}
-    drop(filler);
-    let err = s.append("t", b"x").unwrap_err();
-    assert_io_error_names(&err, &dir, "free space there");
-    for id in 1..=5 {
-        s.ack(id).unwrap();
-    }
-    // The ack record does not fit, but deleting the acknowledged segments
-    // does not need it, and makes room for it and for new messages.
-    s.compact().unwrap();
-    assert_eq!(segment_files(&dir).len(), 1);
-    assert_eq!(s.append("t", b"x").unwrap(), 6);
-    drop(s);
-    let (_, rec) = Store::open_with(&dir, Fsync::Always, page as u64).unwrap();
-    assert_eq!(ids(&rec), vec![6]);
 }
 
 #[test]
