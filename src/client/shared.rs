@@ -265,6 +265,16 @@ impl Shared {
         }
     }
 
+    /// Whether the on-disk queue could record every acknowledgement
+    /// (a full disk may keep it from doing so: those messages would be sent
+    /// again after a restart).
+    pub(crate) fn check_store(&self) -> Result<(), Error> {
+        match &self.store {
+            Some(store) => lock(store).check(),
+            None => Ok(()),
+        }
+    }
+
     /// Sync the on-disk queue.
     pub(crate) fn sync_store(&self) {
         self.sync_pending.store(false, Ordering::SeqCst);

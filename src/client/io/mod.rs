@@ -307,6 +307,11 @@ impl Io {
     }
 
     fn finish_disconnect(&mut self, result: Result<(), Error>) {
+        // A queue that could not record its acknowledgements makes the
+        // disconnect fail: the application must hear that those messages
+        // come again after a restart.
+        self.shared.sync_store();
+        let result = result.and_then(|()| self.shared.check_store());
         if self.online {
             let mut bye = Vec::with_capacity(2);
             if crate::packet::Packet::Disconnect.encode(&mut bye).is_ok() {

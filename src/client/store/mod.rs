@@ -186,7 +186,6 @@ impl Segment {
 /// Why acknowledgements could not be written (the error, kept to be
 /// reported again by [`Store::check`]).
 #[derive(Debug, Clone, Copy)]
-#[allow(dead_code)] // read by `check`, which io.rs is about to call
 struct Unrecorded {
     raw: Option<i32>,
     kind: io::ErrorKind,
@@ -195,7 +194,6 @@ struct Unrecorded {
 }
 
 impl Unrecorded {
-    #[allow(dead_code)] // used by `check`
     fn io_error(self) -> io::Error {
         self.raw
             .map_or_else(|| io::Error::from(self.kind), io::Error::from_raw_os_error)
@@ -392,8 +390,6 @@ impl Store {
     /// will be sent again after a restart. Cheap; call it after the final
     /// [`Store::sync`] and fail (exit 74) instead of ending as if all was
     /// well.
-    // Until io.rs calls it at shutdown (issue 9, defect 7); tests use it.
-    #[allow(dead_code)]
     pub(crate) fn check(&self) -> Result<(), Error> {
         match self.unrecorded {
             Some(why) if !self.acks.is_empty() => {
