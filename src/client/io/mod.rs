@@ -10,8 +10,9 @@
 //! sets and cancels them), the caller-facing API.
 //!
 //! Wake-ups: callers push commands into a bounded channel and wake this
-//! thread only when it is parked (see `park`); each wake-up drains the
-//! queued commands (up to the high-water mark) before writing.
+//! thread only when it is parked (see `park`); each wake-up drains every
+//! queued command before writing. Memory is bounded by the queue
+//! (`[queue]`): each publish holds its room from the caller's side.
 
 mod backoff;
 mod closed;
@@ -41,7 +42,8 @@ use park::Park;
 pub(crate) const WAKER: Token = Token(0);
 /// Poll token of the socket.
 const SOCKET: Token = Token(1);
-/// Stop taking commands while this much is waiting to be written.
+/// Encode no more messages, and park for the socket only (not for
+/// commands), while this much is waiting to be written.
 const TX_HIGH_WATER: usize = 64 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -228,8 +230,9 @@ impl Io {
             if self.settle()? {
                 return Ok(());
             }
-            // Park, unless the write buffer is over its high-water mark:
-            // then a command taken now would only grow it.
+            // Park for commands, unless the write buffer is over its
+            // high-water mark: then only the socket becoming writable
+            // matters, and a wake-up per command would only spin.
             if self.tx_pending() < TX_HIGH_WATER {
                 match self.shared.parked.park(&self.commands) {
                     Park::Command(cmd) => {
