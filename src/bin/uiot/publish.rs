@@ -177,7 +177,7 @@ fn publish_lines(
         if !input::read_line(&mut input, limit, &mut line).map_err(at)? {
             break;
         }
-        drop(client.start_publish(topic, line.clone(), qos).map_err(at)?);
+        client.enqueue(topic, line.clone(), qos).map_err(at)?;
         sent = sent.saturating_add(1);
     }
     let stall = client.options().ack_timeout.max(Duration::from_secs(30));
