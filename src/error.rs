@@ -29,7 +29,7 @@ impl std::error::Error for ConfigError {}
 /// Longest quoted value in an error message, in characters.
 pub const QUOTE_MAX: usize = 64;
 
-/// `value` for quoting in a message: at most [`QUOTE_MAX`] characters, with
+/// `value` for quoting in a message: at most 64 characters ([`QUOTE_MAX`]), with
 /// "... (N bytes)" when it was longer, so that a 1 MB value never becomes a
 /// 1 MB log line.
 pub fn cut(value: &str) -> std::borrow::Cow<'_, str> {

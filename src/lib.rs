@@ -26,7 +26,7 @@ mod transport;
 pub use client::{
     Client, Event, Message, Messages, OnFull, Options, PublishToken, QoS, QueueStats,
 };
-pub use error::{cut, ConfigError, Error, Result};
+pub use error::{cut, ConfigError, Error, Result, QUOTE_MAX};
 pub use platform::{Identity, Limits};
 #[cfg(feature = "tls")]
 pub use transport::UIOT_CORE_CA_PEM;

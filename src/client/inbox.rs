@@ -15,7 +15,7 @@ use super::{Event, Message};
 use crate::error::Error;
 
 /// The messages the broker delivers, in order. Obtained from
-/// [`Client::messages`]; every clone reads from the same queue.
+/// [`Client::messages`](super::Client::messages); every clone reads from the same queue.
 ///
 /// A QoS 1 message is acknowledged to the broker (PUBACK) only when it is
 /// taken here: messages still queued when the client disconnects (or the
@@ -78,7 +78,7 @@ impl Messages {
     }
 }
 
-/// Connection events ([`Event`]), obtained from [`Client::events`].
+/// Connection events ([`Event`]), obtained from [`Client::events`](super::Client::events).
 #[derive(Clone)]
 pub struct Events {
     pub(super) rx: Arc<Mutex<Receiver<Event>>>,

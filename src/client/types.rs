@@ -45,7 +45,7 @@ pub enum Event {
     Dropped(u64),
 }
 
-/// Counters of the outgoing queue (see [`Client::queue_stats`]).
+/// Counters of the outgoing queue (see [`Client::queue_stats`](super::Client::queue_stats)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {
     /// Messages dropped because the queue was full.
@@ -59,7 +59,7 @@ pub struct QueueStats {
 }
 
 /// Result of a pipelined publish: wait for it, or drop it and call
-/// [`Client::flush`] later.
+/// [`Client::flush`](super::Client::flush) later.
 #[derive(Debug)]
 pub struct PublishToken {
     pub(super) rx: Option<Receiver<Result<(), Error>>>,
