@@ -31,6 +31,7 @@ bash scripts/dev-broker.sh --daemon "$port" >/dev/null
 
 ini="$run/uiot-demo.ini"
 sed "s/^port = 1883$/port = $port/" etc/broker/uiot-demo.ini > "$ini"
+chmod 600 "$ini"   # it holds the device secret: uiot warns about a config others may read
 cloud=(-h 127.0.0.1 -p "$port" -u demo-cloud -P demo-cloud-pw)
 dev=/demoproduct00001/demo-device-0001
 
