@@ -301,6 +301,8 @@ EOF
 write_config "$work/pub.ini" bench-pub-0001
 write_config "$work/pub-tls.ini" bench-pub-0001 tls
 write_config "$work/sub.ini" bench-idle-0001
+# They hold a (dummy) device secret: 0600, as uiot asks (else it warns at start).
+chmod 600 "$work/pub.ini" "$work/pub-tls.ini" "$work/sub.ini"
 for f in pub.ini pub-tls.ini; do
   "$uiot" check -c "$work/$f" > /dev/null \
     || die "uiot check rejected the generated config $work/$f"

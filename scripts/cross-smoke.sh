@@ -152,6 +152,8 @@ tls = true
 ca_file = $tls/ca.pem
 EOF
 sed '/^ca_file/d' "$work/tls.ini" > "$work/tls-builtin-ca.ini"
+# They hold a device secret: 0600, as uiot asks (else it warns at start).
+chmod 600 "$work/plain.ini" "$work/tls.ini" "$work/tls-builtin-ca.ini"
 
 # log_size FILE: where a broker log ends now.
 log_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
