@@ -332,7 +332,7 @@ built=()
 for t in "${targets[@]}"; do
   prepare "$t"
   for f in "${flavours[@]}"; do
-    args=(build --locked --release --target "$t" --config "$cross/$t.toml")
+    args=(build --locked --release --bin uiot --target "$t" --config "$cross/$t.toml")
     tdir="$root/target"
     if [ "$f" = plain ]; then
       args+=(--no-default-features)
