@@ -111,6 +111,17 @@ pub enum Error {
     Kicked,
     /// The client was disconnected or is shutting down.
     Disconnected(String),
+    /// UIoT Core answered a request (registration, shadow, thing model)
+    /// with a non-zero RetCode. [`crate::platform::retcode`] tells which
+    /// codes are worth a retry.
+    Platform {
+        /// The request, e.g. "shadow update".
+        request: String,
+        /// The platform's RetCode.
+        code: i64,
+        /// What the code means and what to do.
+        detail: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -150,6 +161,14 @@ impl fmt::Display for Error {
                  give every device its own DeviceSN"
             ),
             Error::Disconnected(s) => write!(f, "disconnected: {s}"),
+            Error::Platform {
+                request,
+                code,
+                detail,
+            } => write!(
+                f,
+                "{request} refused by UIoT Core: RetCode {code}, {detail}"
+            ),
         }
     }
 }

@@ -24,7 +24,7 @@ pub mod platform;
 mod transport;
 
 pub use client::{
-    Client, Event, Message, Messages, OnFull, Options, PublishToken, QoS, QueueStats,
+    Client, Event, Message, Messages, OnFull, Options, PublishToken, QoS, QueueStats, WeakClient,
 };
 pub use error::{cut, ConfigError, Error, Result, QUOTE_MAX};
 pub use platform::{Identity, Limits};

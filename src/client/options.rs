@@ -261,15 +261,32 @@ impl Options {
         for warning in config.warnings() {
             log::warn!("{warning}");
         }
-        let c = &config.connection;
-        let identity = Identity::new(&config.device.product_sn, &config.device.device_sn);
         let secret = match &config.device.secret {
             SecretSource::DeviceSecret(s) => s.clone(),
             SecretSource::ProductSecret { secret_file, .. } => {
                 crate::config::read_secret_file(secret_file, &config.path)?
             }
         };
-        let mut o = Options::device(&c.host, c.port, identity, secret.expose());
+        Ok(Options::for_config(
+            config,
+            AuthMode::Static,
+            secret.expose(),
+        ))
+    }
+
+    /// Options from a configuration with the given login (dynamic
+    /// registration logs in with authmode 2 and the product secret).
+    pub(crate) fn for_config(
+        config: &crate::config::Config,
+        mode: AuthMode,
+        password: &str,
+    ) -> Self {
+        let c = &config.connection;
+        let identity = Identity::new(&config.device.product_sn, &config.device.device_sn);
+        let mut o = Options::new(&c.host, c.port, identity.client_id());
+        o.username = Some(identity.username(mode));
+        o.password = Some(password.to_string());
+        o.identity = Some(identity);
         o.keep_alive = c.keep_alive;
         o.clean_session = c.clean_session;
         o.protocol = c.protocol;
@@ -279,7 +296,7 @@ impl Options {
         o.reconnect = config.reconnect.clone();
         o.queue = config.queue.clone();
         o.tls = c.tls_options();
-        Ok(o)
+        o
     }
 
     /// Test hook: allow a keep-alive outside UIoT Core's 30..1200 s (e.g. one

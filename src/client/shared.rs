@@ -48,6 +48,12 @@ pub(crate) enum Command {
         done: mpsc::Sender<Result<(), Error>>,
     },
     Timer(timer::Deadline),
+    /// Messages whose topic starts with `prefix` go to `tx` (a platform
+    /// service's queue) instead of the application's.
+    Route {
+        prefix: String,
+        tx: SyncSender<Inbound>,
+    },
 }
 
 /// How many commands the channel to the I/O thread holds: room for a full

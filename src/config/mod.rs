@@ -44,6 +44,7 @@ mod test_util;
 pub use crate::error::ConfigError;
 pub use connection::{ConnectionConfig, MAX_CA_FILE};
 pub use device::DeviceConfig;
+pub(crate) use secret::parse_secret;
 pub use secret::{read_secret_file, Secret, SecretSource, MAX_SECRET_FILE, MAX_SECRET_LEN};
 
 use file::FileError;

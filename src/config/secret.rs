@@ -110,9 +110,10 @@ pub fn read_secret_file(secret_file: &Path, config: &Path) -> Result<Secret, Err
         Err(FileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::Config(ConfigError {
                 problems: vec![format!(
-                    "{cfg}: [device] product_secret: dynamic registration is not implemented \
-                     in this version and {shown} does not exist (it would hold the obtained \
-                     device secret); set device_secret instead"
+                    "{cfg}: [device] secret_file = {shown} does not exist yet: the device is \
+                     not registered; run `uiot register` (or call \
+                     uiot::platform::dynreg::device_options), which registers it with the \
+                     product secret and writes the obtained device secret there"
                 )],
             }))
         }
@@ -229,8 +230,11 @@ mod tests {
         );
         assert!(!e.contains("abc"), "{e}");
         let e = problem(read_secret_file(&d.0.join("missing"), Path::new(CFG)));
-        assert!(e.contains("dynamic registration is not implemented"), "{e}");
-        assert!(e.contains("set device_secret instead"), "{e}");
+        assert!(
+            e.contains("does not exist yet: the device is not registered"),
+            "{e}"
+        );
+        assert!(e.contains("run `uiot register`"), "{e}");
     }
 
     #[test]

@@ -1,8 +1,14 @@
-//! UIoT Core platform rules: credentials, topics, limits.
+//! UIoT Core: the platform's rules (credentials, topics, limits) and its
+//! services on top of the [`Client`](crate::Client), one module each.
 //!
 //! Owns: what UIoT Core requires of a device (ClientID `PSN.DSN`, UserName
-//! `PSN|DSN|authmode`, keep-alive range, topic shapes, rate and size limits).
-//! Must not touch: sockets, threads, the INI file format.
+//! `PSN|DSN|authmode`, keep-alive range, topic shapes, rate and size
+//! limits), its RetCodes ([`retcode`]), and the services on its system
+//! topics: [`dynreg`] (dynamic registration), [`shadow`] (device shadow),
+//! [`thing`] (thing model). Broadcast topics (`/PSN/$broadcast/...`) are
+//! plain subscriptions ([`Identity::broadcast_topic`]); the topic guard
+//! refuses to publish to them.
+//! Must not touch: sockets, the packet layer, the INI file format.
 
 /// Smallest keep-alive the platform accepts, in seconds.
 pub const MIN_KEEP_ALIVE: u16 = 30;
@@ -21,8 +27,15 @@ pub const PUBLISH_RATE: u32 = 30;
 /// Bandwidth per connection, in KB/s.
 pub const BANDWIDTH_KB: u32 = 1024;
 
+pub mod dynreg;
 mod identity;
 mod limits;
+pub mod retcode;
+mod service;
+pub mod shadow;
+pub mod thing;
+
+pub use service::DEFAULT_TIMEOUT;
 
 pub(crate) use identity::check_shape;
 pub use identity::{AuthMode, Identity};

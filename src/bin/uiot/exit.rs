@@ -52,6 +52,8 @@ pub fn code(err: &Error) -> u8 {
         Error::SubscribeRefused(_) => NOPERM,
         Error::Kicked => TEMPFAIL,
         Error::Disconnected(_) => UNAVAILABLE,
+        Error::Platform { code, .. } if uiot::platform::retcode::is_temporary(*code) => TEMPFAIL,
+        Error::Platform { .. } => NOPERM,
         // A variant added to uiot::Error after this table: map it above.
         _ => SOFTWARE,
     }
@@ -67,6 +69,14 @@ mod tests {
         Error::Io {
             context: context.to_string(),
             source: io::Error::from(kind),
+        }
+    }
+
+    fn platform(code: i64) -> Error {
+        Error::Platform {
+            request: "r".into(),
+            code,
+            detail: "d".into(),
         }
     }
 
@@ -94,6 +104,8 @@ mod tests {
             (Error::ProtocolViolation("x".into()), 76),
             (Error::InvalidArgument("x".into()), 64),
             (Error::Disconnected("x".into()), 69),
+            (platform(140), 77),
+            (platform(130), 75),
         ];
         for (err, want) in cases {
             assert_eq!(code(&err), want, "{err:?}");

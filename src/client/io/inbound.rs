@@ -128,16 +128,31 @@ impl Io {
         // Announce the stall before trying, so a consumer that frees room
         // right now sees the flag and wakes us.
         self.shared.inbound_stalled.store(true, Ordering::SeqCst);
-        match self.messages.try_send(inbound) {
+        let topic = inbound.msg.topic.as_str();
+        let route = self
+            .routes
+            .iter()
+            .position(|(p, _)| topic.starts_with(p.as_str()));
+        let sender = match route.and_then(|i| self.routes.get(i)) {
+            Some((_, tx)) => tx,
+            None => &self.messages,
+        };
+        match sender.try_send(inbound) {
             Ok(()) => {
                 self.shared.inbound_stalled.store(false, Ordering::SeqCst);
             }
             Err(TrySendError::Full(inbound)) => {
                 self.pending_delivery = Some(inbound);
             }
-            Err(TrySendError::Disconnected(_)) => {
-                self.shared.inbound_stalled.store(false, Ordering::SeqCst);
-            }
+            Err(TrySendError::Disconnected(inbound)) => match route {
+                // The service's queue is gone: its topics are the
+                // application's again, and this message too.
+                Some(i) => {
+                    self.routes.remove(i);
+                    self.deliver(inbound);
+                }
+                None => self.shared.inbound_stalled.store(false, Ordering::SeqCst),
+            },
         }
     }
 

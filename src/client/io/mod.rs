@@ -67,6 +67,9 @@ struct Io {
     events: Events,
     commands: Receiver<Command>,
     messages: SyncSender<Inbound>,
+    /// Topic prefixes whose messages go to a queue of their own (the
+    /// platform services'), first match wins.
+    routes: Vec<(String, SyncSender<Inbound>)>,
     events_tx: SyncSender<Event>,
     stream: Option<Stream>,
     readable: bool,
@@ -131,6 +134,7 @@ pub(crate) fn run(shared: Arc<Shared>, start: Start) {
         events: Events::with_capacity(16),
         commands,
         messages,
+        routes: Vec::new(),
         events_tx,
         stream: None,
         readable: false,
@@ -381,6 +385,10 @@ impl Io {
                 Ok(())
             }
             Command::Timer(kind) => self.deadline(kind),
+            Command::Route { prefix, tx } => {
+                self.routes.push((prefix, tx));
+                Ok(())
+            }
         }
     }
 
@@ -517,7 +525,7 @@ impl Io {
                 Command::Disconnect { done } => {
                     let _ = done.send(Ok(()));
                 }
-                Command::Ack { .. } | Command::Timer(_) => {}
+                Command::Ack { .. } | Command::Timer(_) | Command::Route { .. } => {}
             }
         }
         self.event(Event::Disconnected(reason.to_string()));
