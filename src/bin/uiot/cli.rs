@@ -109,11 +109,12 @@ pub fn load_config(flag: Option<PathBuf>) -> Result<Config, Failure> {
     })
 }
 
-/// Loads the configuration and builds the client options from it, without
-/// connecting (so inputs can be checked against its limits first).
+/// Loads the configuration and builds the client options from it (so
+/// inputs can be checked against its limits before connecting). A device
+/// with only `product_secret` is registered here on first use.
 pub fn load_options(config_flag: Option<PathBuf>) -> Result<uiot::Options, Failure> {
     let config = load_config(config_flag)?;
-    Ok(uiot::Options::from_config(&config)?)
+    Ok(uiot::platform::dynreg::device_options(&config)?)
 }
 
 /// Loads the configuration and connects as its device.

@@ -8,7 +8,7 @@
 //! subcommands import only `cli`, so no module imports one that imports it.
 
 use crate::cli::{Command, Failure};
-use crate::{check, help, publish, subscribe};
+use crate::{check, help, publish, register, subscribe};
 
 /// Every subcommand, in the order `uiot --help` lists them.
 pub const COMMANDS: &[Command] = &[
@@ -29,6 +29,12 @@ pub const COMMANDS: &[Command] = &[
         summary: "subscribe and print the messages that arrive",
         usage: subscribe::USAGE,
         run: subscribe::run,
+    },
+    Command {
+        name: "register",
+        summary: "dynamic registration: obtain the device secret with the product secret, once",
+        usage: register::USAGE,
+        run: register::run,
     },
     Command {
         name: "help",

@@ -12,6 +12,7 @@ mod exit;
 mod help;
 mod input;
 mod publish;
+mod register;
 mod subscribe;
 
 use std::io::Write as _;
