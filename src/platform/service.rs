@@ -60,6 +60,17 @@ pub(crate) fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// A JSON object argument, or [`Error::InvalidArgument`] naming `what`.
+pub(crate) fn object(v: &Value, what: &str) -> Result<Map<String, Value>, Error> {
+    match v {
+        Value::Object(m) => Ok(m.clone()),
+        other => Err(Error::InvalidArgument(format!(
+            "{what} needs a JSON object, not {}",
+            kind(other)
+        ))),
+    }
+}
+
 /// `RetCode` as a number: the platform sends a number, the registration
 /// reply a string (`"0"`). `Err` says what is wrong with it.
 pub(crate) fn ret_code(m: &Map<String, Value>) -> Result<i64, String> {

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::service::{self, kind, parse, ret_code};
+use super::service::{self, kind, object, parse, ret_code};
 use crate::client::{lock, secs, Message, QoS};
 use crate::error::Error;
 use crate::Client;
@@ -292,16 +292,6 @@ impl Shadow {
         };
         lock(&self.state.waiter).take();
         answer
-    }
-}
-
-fn object(v: &Value, what: &str) -> Result<Map<String, Value>, Error> {
-    match v {
-        Value::Object(m) => Ok(m.clone()),
-        other => Err(Error::InvalidArgument(format!(
-            "{what} needs a JSON object of keys and values, not {}",
-            kind(other)
-        ))),
     }
 }
 

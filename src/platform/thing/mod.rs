@@ -33,7 +33,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 pub(crate) use super::service::kind;
-use super::service::{self, parse, ret_code, Pending, RequestIds};
+use super::service::{self, object, parse, ret_code, Pending, RequestIds};
 use crate::client::{lock, Message, QoS, WeakClient};
 use crate::error::Error;
 use crate::Client;
@@ -350,16 +350,6 @@ impl Thing {
                 "answered the {what} with {why}"
             ))),
         }
-    }
-}
-
-fn object(v: &Value, what: &str) -> Result<Map<String, Value>, Error> {
-    match v {
-        Value::Object(m) => Ok(m.clone()),
-        other => Err(Error::InvalidArgument(format!(
-            "{what} needs a JSON object, not {}",
-            kind(other)
-        ))),
     }
 }
 
