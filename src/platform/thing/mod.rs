@@ -19,6 +19,7 @@
 //!     match event {
 //!         ThingEvent::PropertySet(set) => set.reply(0)?,
 //!         ThingEvent::Command(cmd) => cmd.reply(0, &json!({"nowvalue": 21}))?,
+//!         _ => {} // kinds added later
 //!     }
 //! }
 //! # Ok::<(), uiot::Error>(())
