@@ -30,6 +30,7 @@ mod shared;
 pub(crate) mod store;
 mod timer;
 mod types;
+mod weak;
 
 // No 64-bit atomics: 32-bit MIPS (OpenWrt routers) has none.
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -42,6 +43,7 @@ pub use inbox::{Events, Messages};
 pub use options::{OnFull, Options, Queue, Reconnect};
 pub(crate) use shared::{later, lock, secs, Ack, Capacity, Command, Inbound, Shared};
 pub use types::{Event, Message, PublishToken, QueueStats};
+pub use weak::WeakClient;
 
 use crate::error::Error;
 use crate::packet;
@@ -98,38 +100,6 @@ pub struct Client {
     owner: Arc<Owner>,
     messages: Messages,
     events: Events,
-}
-
-/// A [`Client`] that does not keep the connection open (see
-/// [`Client::downgrade`]).
-#[derive(Clone)]
-pub struct WeakClient {
-    shared: Arc<Shared>,
-    last_topic: Arc<Mutex<Option<Arc<str>>>>,
-    owner: std::sync::Weak<Owner>,
-    messages: Messages,
-    events: Events,
-}
-
-impl WeakClient {
-    /// The client, while some [`Client`] clone still holds the connection.
-    pub fn upgrade(&self) -> Option<Client> {
-        Some(Client {
-            owner: self.owner.upgrade()?,
-            shared: self.shared.clone(),
-            last_topic: self.last_topic.clone(),
-            messages: self.messages.clone(),
-            events: self.events.clone(),
-        })
-    }
-}
-
-impl std::fmt::Debug for WeakClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WeakClient")
-            .field("client_id", &self.shared.options.client_id)
-            .finish_non_exhaustive()
-    }
 }
 
 impl std::fmt::Debug for Client {
@@ -539,41 +509,6 @@ impl Client {
     /// publishes QoS 1 should take messages in a thread of its own.
     pub fn messages(&self) -> Messages {
         self.messages.clone()
-    }
-
-    /// A queue of its own for the messages whose topic starts with
-    /// `prefix`: they no longer reach [`Client::messages`]. This is how the
-    /// platform services ([`crate::platform::shadow`], [`crate::platform::thing`])
-    /// take their system topics whatever the application subscribes or
-    /// reads. Routes are kept in the order they were made (the first
-    /// matching prefix wins) and last as long as the client: dropping every
-    /// clone of the returned queue gives its topics back to
-    /// [`Client::messages`]. Make the route before subscribing, so that no
-    /// message of the new subscription reaches the application's queue.
-    pub fn route(&self, prefix: &str, capacity: usize) -> Result<Messages, Error> {
-        let (tx, rx) = mpsc::sync_channel(capacity.max(1));
-        self.shared.send(Command::Route {
-            prefix: prefix.to_string(),
-            tx,
-        })?;
-        Ok(Messages {
-            rx: Arc::new(Mutex::new(rx)),
-            shared: self.shared.clone(),
-        })
-    }
-
-    /// A handle that does not keep the connection open: for a thread that
-    /// serves the client (a platform service's dispatcher) and must not
-    /// stop the connection from closing when the application drops its
-    /// last [`Client`].
-    pub fn downgrade(&self) -> WeakClient {
-        WeakClient {
-            shared: self.shared.clone(),
-            last_topic: self.last_topic.clone(),
-            owner: Arc::downgrade(&self.owner),
-            messages: self.messages.clone(),
-            events: self.events.clone(),
-        }
     }
 
     /// Connection events.

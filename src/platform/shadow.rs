@@ -12,7 +12,8 @@
 //! ```no_run
 //! use serde_json::json;
 //! use uiot::platform::shadow::Shadow;
-//! # let client: uiot::Client = unimplemented!();
+//! # let id = uiot::Identity::new("70ly1tvowt696r15", "aruidyl0rt9tuvod");
+//! # let client = uiot::Client::connect(uiot::Options::device("127.0.0.1", 1883, id, "hly3dk1u5y8fq0b9"))?;
 //! let shadow = Shadow::new(&client)?;
 //! let doc = shadow.get()?;                       // full document, version kept
 //! shadow.report(&json!({"temperature": 26}))?;   // update with the current version

@@ -11,7 +11,8 @@
 //! ```no_run
 //! use serde_json::json;
 //! use uiot::platform::thing::{EventKind, Thing, ThingEvent};
-//! # let client: uiot::Client = unimplemented!();
+//! # let id = uiot::Identity::new("70ly1tvowt696r15", "aruidyl0rt9tuvod");
+//! # let client = uiot::Client::connect(uiot::Options::device("127.0.0.1", 1883, id, "hly3dk1u5y8fq0b9"))?;
 //! let thing = Thing::new(&client)?;
 //! thing.post(&json!({"temperature": 26, "humidity": 57}))?;
 //! thing.post_event("alarm", &json!({"alarmcode": 3}), EventKind::Warning)?;
