@@ -274,6 +274,27 @@ impl Options {
         ))
     }
 
+    /// Options to log in for dynamic registration (authmode 2 with the
+    /// product secret); a configuration error when `device_secret` is
+    /// configured instead. Used to check such a configuration before the
+    /// device is registered; [`crate::platform::dynreg`] registers.
+    pub fn for_registration(config: &crate::config::Config) -> Result<Self, Error> {
+        match &config.device.secret {
+            crate::config::SecretSource::ProductSecret { product_secret, .. } => Ok(
+                Options::for_config(config, AuthMode::Dynamic, product_secret.expose()),
+            ),
+            crate::config::SecretSource::DeviceSecret(_) => {
+                Err(Error::Config(crate::config::ConfigError {
+                    problems: vec![format!(
+                        "{}: [device] dynamic registration needs product_secret; this device \
+                         has device_secret, so it is registered already",
+                        config.path.display()
+                    )],
+                }))
+            }
+        }
+    }
+
     /// Options from a configuration with the given login (dynamic
     /// registration logs in with authmode 2 and the product secret).
     pub(crate) fn for_config(

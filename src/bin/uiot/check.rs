@@ -69,7 +69,28 @@ pub fn run(args: &mut lexopt::Parser) -> Result<(), Failure> {
     drop(stderr);
     // What a start would do before connecting: read the secret file, check
     // every option and build the TLS set-up (a bad ca_file is found here).
-    uiot::Options::from_config(&config)?.check()?;
+    // A device with only product_secret and no secret_file yet is checked
+    // with its registration login: its first start registers it.
+    let unregistered = match &config.device.secret {
+        uiot::config::SecretSource::ProductSecret { secret_file, .. }
+            if std::fs::symlink_metadata(secret_file).is_err() =>
+        {
+            Some(secret_file.clone())
+        }
+        _ => None,
+    };
+    match &unregistered {
+        Some(_) => uiot::Options::for_registration(&config)?.check()?,
+        None => uiot::Options::from_config(&config)?.check()?,
+    }
+    let registration = match &unregistered {
+        Some(file) => format!(
+            "# not registered yet: the first start (or `uiot register`) obtains the device \
+             secret and saves it in {}\n",
+            file.display()
+        ),
+        None => String::new(),
+    };
     let build = if TLS_BUILT {
         "with TLS"
     } else {
@@ -80,7 +101,7 @@ pub fn run(args: &mut lexopt::Parser) -> Result<(), Failure> {
         n => format!("# {n} warning(s) on stderr: fix them\n"),
     };
     cli::print(&format!(
-        "# {}: OK\n{warned}# this uiot {} was built {build}\n{}",
+        "# {}: OK\n{warned}{registration}# this uiot {} was built {build}\n{}",
         config.path.display(),
         env!("CARGO_PKG_VERSION"),
         config.effective()

@@ -35,6 +35,9 @@ pub enum Failure {
     Usage(String),
     /// `--help` was given: print the command's usage and exit 0.
     Help,
+    /// Input data (not an argument: e.g. a line read from standard input)
+    /// is wrong (exit 65); the text says what.
+    Data(String),
     /// The library reported an error; `exit::code` picks the exit code.
     Uiot(uiot::Error),
     /// Line `line` of `pub -l` input failed with `error` after `sent`

@@ -8,7 +8,7 @@
 //! subcommands import only `cli`, so no module imports one that imports it.
 
 use crate::cli::{Command, Failure};
-use crate::{check, help, publish, register, subscribe};
+use crate::{check, command, event, help, property, publish, register, shadow, subscribe};
 
 /// Every subcommand, in the order `uiot --help` lists them.
 pub const COMMANDS: &[Command] = &[
@@ -35,6 +35,30 @@ pub const COMMANDS: &[Command] = &[
         summary: "dynamic registration: obtain the device secret with the product secret, once",
         usage: register::USAGE,
         run: register::run,
+    },
+    Command {
+        name: "shadow",
+        summary: "the device shadow: get, report, delete, reset, watch desired values",
+        usage: shadow::USAGE,
+        run: shadow::run,
+    },
+    Command {
+        name: "property",
+        summary: "thing model properties: post, desired values, restore, template",
+        usage: property::USAGE,
+        run: property::run,
+    },
+    Command {
+        name: "event",
+        summary: "thing model: report an event",
+        usage: event::USAGE,
+        run: event::run,
+    },
+    Command {
+        name: "command",
+        summary: "thing model: wait for the cloud's commands and answer them",
+        usage: command::USAGE,
+        run: command::run,
     },
     Command {
         name: "help",

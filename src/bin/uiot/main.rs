@@ -7,12 +7,17 @@
 
 mod check;
 mod cli;
+mod command;
 mod commands;
+mod event;
 mod exit;
 mod help;
 mod input;
+mod property;
 mod publish;
 mod register;
+mod service;
+mod shadow;
 mod subscribe;
 
 use std::io::Write as _;
@@ -95,6 +100,10 @@ fn report(failure: Failure, command: Option<&Command>) -> u8 {
             exit::USAGE
         }
         Failure::Help => exit::OK,
+        Failure::Data(problem) => {
+            print_error(&problem);
+            exit::DATAERR
+        }
         Failure::Uiot(e) => {
             print_error(&e.to_string());
             exit::code(&e)
