@@ -389,3 +389,81 @@ fn thing_model_requests_sets_and_commands() {
         .unwrap();
     assert_eq!(m.payload, b"x");
 }
+
+#[test]
+fn cli_property_post_and_event_print_one_json_line_and_check_takes_unregistered() {
+    let Some((broker, d)) = dyn_broker() else {
+        return;
+    };
+    // An unregistered product_secret config is valid for `uiot check`.
+    let dir = TempDir::new("cli-services");
+    let dcfg = dyn_config(&dir, broker.port(), &d);
+    let o = uiot(&["check", "-c", dcfg.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("not registered yet"), "{out}");
+    // property post / event post against a cloud answering post_reply.
+    let c = cloud(
+        &broker,
+        &[
+            "/$system/+/+/tmodel/property/post",
+            "/$system/+/+/tmodel/event/post",
+        ],
+    );
+    let cc = c.clone();
+    std::thread::spawn(move || {
+        for m in cc.messages().iter() {
+            let req = json_of(&m);
+            let code = if req.get("Identifier").is_some() {
+                100038
+            } else {
+                0
+            };
+            let body = json!({"RequestID": req["RequestID"], "RetCode": code});
+            cc.enqueue(
+                &format!("{}_reply", m.topic),
+                body.to_string().into_bytes(),
+                QoS::AtLeastOnce,
+            )
+            .unwrap();
+        }
+    });
+    let dev = Device::new(&d.product_sn, &d.device_sn, SECRET);
+    let cfg = dir.path().join("static.ini");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[device]\nproduct_sn = {}\ndevice_sn = {}\ndevice_secret = {}\n\
+             [connection]\nhost = 127.0.0.1\nport = {}\ntls = false\n",
+            dev.product_sn,
+            dev.device_sn,
+            dev.secret,
+            broker.port()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let o = uiot(&["property", "post", "-c", cfg_s, "{\"temperature\":21}"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "{\"RetCode\":0}\n");
+    // A refusal is exit 77 with the code named; bad JSON is a usage error.
+    let o = uiot(&["event", "post", "alarm", "{\"code\":3}", "-c", cfg_s]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(77), "{err}");
+    assert!(err.contains("100038"), "{err}");
+    let o = uiot(&["property", "post", "-c", cfg_s, "{temp:1}"]);
+    assert_eq!(o.status.code(), Some(64));
+    let o = uiot(&["shadow", "-c", cfg_s]);
+    assert_eq!(o.status.code(), Some(64));
+}
