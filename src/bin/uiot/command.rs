@@ -91,15 +91,7 @@ pub fn run(args: &mut lexopt::Parser) -> Result<(), Failure> {
 }
 
 fn serve(thing: &Thing, a: &Args) -> Result<(), Failure> {
-    let deadline = a
-        .common
-        .timeout
-        .map(|t| {
-            Instant::now()
-                .checked_add(t)
-                .ok_or_else(|| Failure::Usage("-W: too far in the future for this clock".into()))
-        })
-        .transpose()?;
+    let deadline = a.common.deadline()?;
     let mut stdin = std::io::stdin().lock();
     let mut answered = 0u64;
     while a.count.is_none_or(|c| answered < c) {

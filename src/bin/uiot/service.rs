@@ -10,7 +10,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lexopt::prelude::*;
 use serde_json::Value;
@@ -96,6 +96,17 @@ impl Common {
     pub fn connect(&self) -> Result<uiot::Client, Failure> {
         cli::init_logging(self.debug);
         cli::connect(self.config.clone())
+    }
+
+    /// When `-W` runs out for the waiting commands (`None` without `-W`).
+    pub fn deadline(&self) -> Result<Option<Instant>, Failure> {
+        self.timeout
+            .map(|t| {
+                Instant::now().checked_add(t).ok_or_else(|| {
+                    Failure::Usage("-W: too far in the future for this clock".into())
+                })
+            })
+            .transpose()
     }
 
     /// The reply timeout: `-W`, else the library's default.

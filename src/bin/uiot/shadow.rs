@@ -145,14 +145,7 @@ fn document(d: &Document) -> Value {
 }
 
 fn watch(shadow: &Shadow, common: &Common, count: Option<u64>, clear: bool) -> Result<(), Failure> {
-    let deadline = common
-        .timeout
-        .map(|t| {
-            Instant::now()
-                .checked_add(t)
-                .ok_or_else(|| Failure::Usage("-W: too far in the future for this clock".into()))
-        })
-        .transpose()?;
+    let deadline = common.deadline()?;
     let mut seen = 0u64;
     // Values set while the device was offline are in the document.
     let doc = shadow.get()?;
