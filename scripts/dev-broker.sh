@@ -6,6 +6,15 @@
 #   scripts/dev-broker.sh [PORT]            foreground (Ctrl-C stops it), log on stdout too
 #   scripts/dev-broker.sh -d|--daemon [PORT] background; prints its pid and log path
 #   scripts/dev-broker.sh stop              stops the background broker
+#   scripts/dev-broker.sh add-device [PSN DSN SECRET]
+#                                           lets a device log in (PSN|DSN|1 with
+#                                           SECRET, its ACL lines) and reloads the
+#                                           broker; without arguments it takes
+#                                           UIOT_PRODUCT_SN, UIOT_DEVICE_SN and
+#                                           UIOT_DEVICE_SECRET, which is how
+#                                           `uiot-sim --on-register` calls it.
+#                                           Devices added so stay in the run
+#                                           directory across restarts.
 # PORT defaults to 1883. The run directory (generated config, hashed
 # password file, log, pid) is $UIOT_BROKER_DIR, default ${TMPDIR:-/tmp}/uiot-dev-broker.
 #
@@ -15,6 +24,10 @@
 #     -u 'demoproduct00001|demo-device-0001|1' -P demosecret000001 \
 #     -t /demoproduct00001/demo-device-0001/upload -m hello
 # or: uiot --config etc/broker/uiot-demo.ini ...
+# Dynamic registration: run the simulated cloud beside it,
+#   uiot-sim -p 1883 -u demo-cloud -P demo-cloud-pw --allow-register demo-dyn-0001 \
+#     --on-register 'scripts/dev-broker.sh add-device'
+# then: uiot register -c etc/broker/uiot-dyn-demo.ini
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -63,11 +76,54 @@ stop() {
   echo "dev-broker: stopped (pid $pid)"
 }
 
+# Lets PSN|DSN|1 log in with SECRET: a hashed line in the run directory's
+# password file and the device's ACL block, both also kept in added.* so a
+# restart keeps them; then SIGHUP (Mosquitto rereads both files).
+# UIOT_BROKER_PID names the broker to reload when it is not this script's.
+add_device() {
+  local psn=${1:-${UIOT_PRODUCT_SN:-}} dsn=${2:-${UIOT_DEVICE_SN:-}} secret=${3:-${UIOT_DEVICE_SECRET:-}}
+  local user pid block
+  [ -n "$psn" ] && [ -n "$dsn" ] && [ -n "$secret" ] \
+    || die "add-device needs PSN DSN SECRET (or UIOT_PRODUCT_SN, UIOT_DEVICE_SN, UIOT_DEVICE_SECRET)"
+  for v in "$psn" "$dsn"; do
+    case "$v" in
+      *[:/+#[:space:]]*) die "add-device: '$v' may not contain ':', '/', '+', '#' or spaces (Mosquitto's files cannot hold them)" ;;
+    esac
+  done
+  mosquitto_passwd=$(find_tool mosquitto_passwd) \
+    || die "mosquitto_passwd not found; install it: apt-get install -y mosquitto"
+  [ -f "$run/passwd" ] && [ -f "$run/acl" ] \
+    || die "no broker files in $run; start the broker first: $0 -d"
+  user="$psn|$dsn|1"
+  "$mosquitto_passwd" -b "$run/passwd" "$user" "$secret" \
+    || die "mosquitto_passwd could not add $user to $run/passwd"
+  touch "$run/added.passwd" "$run/added.acl"
+  chmod 600 "$run/added.passwd"
+  { awk -F: -v u="$user" '$1 != u' "$run/added.passwd"; awk -F: -v u="$user" '$1 == u' "$run/passwd"; } \
+    > "$run/added.passwd.new" && mv "$run/added.passwd.new" "$run/added.passwd"
+  chmod 600 "$run/added.passwd"
+  block=$(printf 'user %s\ntopic readwrite /%s/%s/#\ntopic readwrite /$system/%s/%s/#\ntopic read /%s/$broadcast/#' \
+    "$user" "$psn" "$dsn" "$psn" "$dsn" "$psn")
+  if ! grep -qxF "user $user" "$run/acl"; then
+    printf '\n%s\n' "$block" >> "$run/acl"
+  fi
+  if ! grep -qxF "user $user" "$run/added.acl"; then
+    printf '\n%s\n' "$block" >> "$run/added.acl"
+  fi
+  pid=${UIOT_BROKER_PID:-}
+  if [ -z "$pid" ]; then
+    pid=$(running_pid) || { echo "dev-broker: added $user; it takes effect when the broker starts"; return 0; }
+  fi
+  kill -HUP "$pid" || die "could not signal the broker (pid $pid) to reload"
+  echo "dev-broker: added $user and reloaded the broker (pid $pid)"
+}
+
 daemon=false
 port=1883
 case "${1:-}" in
   stop) stop; exit 0 ;;
-  -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  add-device) shift; add_device "$@"; exit 0 ;;
+  -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   -d|--daemon) daemon=true; shift ;;
 esac
 if [ $# -gt 0 ]; then
@@ -92,6 +148,10 @@ chmod 700 "$run"
 grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$etc/passwords" > "$run/passwd"
 chmod 600 "$run/passwd"
 "$mosquitto_passwd" -U "$run/passwd"
+# Devices added with add-device (already hashed), and the ACL with theirs.
+if [ -f "$run/added.passwd" ]; then cat "$run/added.passwd" >> "$run/passwd"; fi
+cat "$etc/acl" > "$run/acl"
+if [ -f "$run/added.acl" ]; then cat "$run/added.acl" >> "$run/acl"; fi
 
 conf="$run/mosquitto.conf"
 {
@@ -102,7 +162,7 @@ conf="$run/mosquitto.conf"
   echo
   echo "# --- run-specific (dev-broker.sh) ---"
   echo "password_file $run/passwd"
-  echo "acl_file $etc/acl"
+  echo "acl_file $run/acl"
   echo "log_dest file $log_file"
   if $daemon; then
     echo "pid_file $pid_file"

@@ -289,6 +289,11 @@ impl Broker {
         broker
     }
 
+    /// Mosquitto's process id while it runs (to signal a reload).
+    pub fn pid(&self) -> Option<u32> {
+        self.child_slot().as_ref().map(Child::id)
+    }
+
     /// The port Mosquitto listens on (127.0.0.1 only).
     pub fn port(&self) -> u16 {
         self.port

@@ -31,12 +31,14 @@ pub mod broker;
 pub mod observer;
 pub mod peer;
 pub mod proxy;
+pub mod sim;
 mod tools;
 
 pub use broker::{Broker, BrokerConfig, Device, DynamicDevice};
 pub use observer::{Observer, Received};
 pub use peer::{FakePeer, Frame, PeerError, Step};
 pub use proxy::Proxy;
+pub use sim::Sim;
 pub use tools::TempDir;
 
 /// Starts a broker with the default profile and devices, or returns `None`
