@@ -7,7 +7,7 @@
 # Owns: the CI invocation of the fuzz targets. Must not touch: the corpus in
 # the repository (new inputs go to a scratch directory), the targets.
 #
-# Usage: scripts/fuzz-smoke.sh [target...]     (default: decode ini)
+# Usage: scripts/fuzz-smoke.sh [target...]     (default: decode ini platform)
 # Environment: FUZZ_SECONDS (per target, default 20).
 #
 # Toolchain: `cargo +nightly` if rustup has a nightly toolchain, else the
@@ -24,7 +24,7 @@ seconds=${FUZZ_SECONDS:-20}
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(decode ini)
+    targets=(decode ini platform)
 fi
 
 if command -v rustup >/dev/null 2>&1 && rustup run nightly rustc --version >/dev/null 2>&1; then

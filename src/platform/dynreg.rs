@@ -31,7 +31,7 @@ use serde_json::Value;
 
 use super::service::{self, RequestIds};
 use super::AuthMode;
-use crate::client::{later, secs, Options, QoS};
+use crate::client::{later, secs, Message, Options, QoS};
 use crate::config::{Config, Secret, SecretSource};
 use crate::error::Error;
 use crate::Client;
@@ -156,51 +156,62 @@ fn exchange(
         let Ok(msg) = messages.recv_timeout(left) else {
             continue;
         };
-        if msg.topic != reply_topic {
-            service::ignored(&msg.topic, "not the registration reply");
-            continue;
+        if let Some(answer) = password_reply(&msg, reply_topic, &id) {
+            return answer;
         }
-        let Some(m) = service::parse(&msg) else {
-            continue;
-        };
-        match service::request_id(&m) {
-            Ok(got) if got == id => {}
-            Ok(got) => {
-                service::ignored(&msg.topic, &format!("RequestID {got:?} is not ours ({id})"));
-                continue;
-            }
-            Err(why) => {
-                service::ignored(&msg.topic, &why);
-                continue;
-            }
-        }
-        let code = match service::ret_code(&m) {
-            Ok(c) => c,
-            Err(why) => {
-                service::ignored(&msg.topic, &why);
-                continue;
-            }
-        };
-        if code != 0 {
-            let mut e = service::refused("dynamic registration", code, &m);
-            if let Error::Platform { detail, .. } = &mut e {
-                detail.push_str(
-                    "; the platform registers a device only once: if this device registered \
-                     before and lost its secret, an operator must reset it to inactivated in \
-                     the UIoT Core console",
-                );
-            }
-            return Err(e);
-        }
-        return match m.get("Password") {
-            Some(Value::String(p)) => crate::config::parse_secret(p).map_err(|why| {
-                Error::ProtocolViolation(format!("sent a registration reply whose Password {why}"))
-            }),
-            _ => Err(Error::ProtocolViolation(
-                "sent a successful registration reply without a Password".into(),
-            )),
-        };
     }
+}
+
+/// What one message on the registration route means for the request `id`
+/// whose reply comes on `reply_topic`: `None` when it is not the answer
+/// (logged at warn with its topic), else the issued secret or the error.
+pub(crate) fn password_reply(
+    msg: &Message,
+    reply_topic: &str,
+    id: &str,
+) -> Option<Result<Secret, Error>> {
+    if msg.topic != reply_topic {
+        service::ignored(&msg.topic, "not the registration reply");
+        return None;
+    }
+    let m = service::parse(msg)?;
+    match service::request_id(&m) {
+        Ok(got) if got == id => {}
+        Ok(got) => {
+            service::ignored(&msg.topic, &format!("RequestID {got:?} is not ours ({id})"));
+            return None;
+        }
+        Err(why) => {
+            service::ignored(&msg.topic, &why);
+            return None;
+        }
+    }
+    let code = match service::ret_code(&m) {
+        Ok(c) => c,
+        Err(why) => {
+            service::ignored(&msg.topic, &why);
+            return None;
+        }
+    };
+    if code != 0 {
+        let mut e = service::refused("dynamic registration", code, &m);
+        if let Error::Platform { detail, .. } = &mut e {
+            detail.push_str(
+                "; the platform registers a device only once: if this device registered \
+                 before and lost its secret, an operator must reset it to inactivated in \
+                 the UIoT Core console",
+            );
+        }
+        return Some(Err(e));
+    }
+    Some(match m.get("Password") {
+        Some(Value::String(p)) => crate::config::parse_secret(p).map_err(|why| {
+            Error::ProtocolViolation(format!("sent a registration reply whose Password {why}"))
+        }),
+        _ => Err(Error::ProtocolViolation(
+            "sent a successful registration reply without a Password".into(),
+        )),
+    })
 }
 
 /// Add the file and the operator's way out to a registration error.

@@ -28,6 +28,8 @@ pub const PUBLISH_RATE: u32 = 30;
 pub const BANDWIDTH_KB: u32 = 1024;
 
 pub mod dynreg;
+#[doc(hidden)]
+pub mod fuzz;
 mod identity;
 mod limits;
 pub mod retcode;

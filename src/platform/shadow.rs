@@ -300,6 +300,56 @@ fn unexpected(a: &Answer) -> Error {
     Error::ProtocolViolation(format!("answered a shadow request out of turn ({a:?})"))
 }
 
+/// The request [`handle_detached`] pretends is waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waiting {
+    /// None.
+    Nothing,
+    /// A get.
+    Get,
+    /// An update or delete that produces this version.
+    Change(u32),
+}
+
+/// What [`handle_detached`] saw come out of the dispatcher.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Seen {
+    /// What the waiting request was handed, as `Answer`'s debug form.
+    pub(crate) answer: Option<String>,
+    /// Desired values queued for the application.
+    pub(crate) desired: usize,
+    /// The version kept afterwards.
+    pub(crate) version: Option<u32>,
+}
+
+/// Run the shadow dispatcher of the device with topics under `prefix`
+/// (`/$system/PSN/DSN/`) on one message, with no client: a fresh state
+/// with `waiting` registered. For the fuzz entry points.
+pub(crate) fn handle_detached(prefix: &str, waiting: Waiting, msg: &Message) -> Seen {
+    let state = Arc::new(State::default());
+    let (tx, rx) = mpsc::sync_channel(1);
+    let kind = match waiting {
+        Waiting::Nothing => None,
+        Waiting::Get => Some(Kind::Get),
+        Waiting::Change(expect) => Some(Kind::Change { expect }),
+    };
+    *lock(&state.waiter) = kind.map(|kind| Waiter { kind, tx });
+    let (desired_tx, desired_rx) = mpsc::sync_channel(DESIRED_QUEUE);
+    let d = Dispatcher {
+        state: state.clone(),
+        desired: desired_tx,
+        get_reply: format!("{prefix}shadow/get_reply"),
+        downstream: format!("{prefix}shadow/downstream"),
+    };
+    d.handle(msg);
+    let version = *lock(&state.version);
+    Seen {
+        answer: rx.try_recv().ok().map(|a| format!("{a:?}")),
+        desired: desired_rx.try_iter().count(),
+        version,
+    }
+}
+
 /// Takes the shadow topics off the route and completes requests.
 struct Dispatcher {
     state: Arc<State>,
@@ -386,16 +436,16 @@ impl Dispatcher {
             ("reply", 0) => {
                 let ours = |k: Kind| k == Kind::Change { expect: version };
                 if !self.answer(version, ours, Answer::Done(version)) {
-                    log::warn!(
-                        "shadow reply (version {version}) belongs to no pending request; dropped"
-                    );
+                    return Err(format!(
+                        "shadow reply (version {version}) belongs to no pending request"
+                    ));
                 }
             }
             ("reply", code) => {
                 if !self.answer(version, change, Answer::Failed(code, payload)) {
-                    log::warn!(
-                        "shadow reply RetCode {code} belongs to no pending request; dropped"
-                    );
+                    return Err(format!(
+                        "shadow reply RetCode {code} belongs to no pending request"
+                    ));
                 }
             }
             ("control", VERSION_CONFLICT) => {

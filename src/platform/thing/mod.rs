@@ -92,7 +92,7 @@ pub struct DesiredValue {
 /// answered with [`UNANSWERED`] at once.
 const EVENT_QUEUE: usize = 32;
 /// Replies this module waits for (suffixes under `tmodel/`).
-const REPLIES: [&str; 6] = [
+pub(crate) const REPLIES: [&str; 6] = [
     "property/post_reply",
     "property/restore_reply",
     "property/desired/get_reply",
@@ -240,37 +240,12 @@ impl Thing {
             body,
             "desired get",
         )?;
-        Ok(match m.get("Desired") {
-            Some(Value::Object(d)) => d.clone(),
-            _ => Map::new(),
-        })
+        Ok(desired_of(&m))
     }
 
     /// [`Thing::desired_get`], typed: each value with its version.
     pub fn desired_values(&self, keys: &[&str]) -> Result<Vec<(String, DesiredValue)>, Error> {
-        let d = self.desired_get(keys)?;
-        let mut out = Vec::new();
-        for (k, v) in d {
-            let version = v
-                .get("Version")
-                .or_else(|| v.get("version"))
-                .and_then(Value::as_u64)
-                .and_then(|n| u32::try_from(n).ok());
-            match (v.get("Value"), version) {
-                (Some(value), Some(version)) => out.push((
-                    k,
-                    DesiredValue {
-                        value: value.clone(),
-                        version,
-                    },
-                )),
-                _ => log::warn!(
-                    "desired value {:?} without Value and Version; skipped",
-                    crate::cut(&k)
-                ),
-            }
-        }
-        Ok(out)
+        Ok(desired_values_of(self.desired_get(keys)?))
     }
 
     /// Delete cached desired values after applying them: each key with the
@@ -305,13 +280,7 @@ impl Thing {
             Map::new(),
             "template get",
         )?;
-        let t = m.get("Template").cloned().unwrap_or(Value::Null);
-        Ok(match t {
-            Value::Object(mut o) if o.len() == 1 && o.contains_key("Template") => {
-                o.remove("Template").unwrap_or(Value::Null)
-            }
-            other => other,
-        })
+        Ok(template_of(&m))
     }
 
     /// The next property set or command, waiting at most `timeout`.
@@ -345,13 +314,64 @@ impl Thing {
             return Err(e);
         }
         let m = service::wait(&self.pending, &key, &rx, self.timeout, what)?;
-        match ret_code(&m) {
-            Ok(0) => Ok(m),
-            Ok(code) => Err(service::refused(what, code, &m)),
-            Err(why) => Err(Error::ProtocolViolation(format!(
-                "answered the {what} with {why}"
-            ))),
+        reply_result(what, m)
+    }
+}
+
+/// A reply's body when its RetCode is 0, else the request's error.
+pub(crate) fn reply_result(what: &str, m: Map<String, Value>) -> Result<Map<String, Value>, Error> {
+    match ret_code(&m) {
+        Ok(0) => Ok(m),
+        Ok(code) => Err(service::refused(what, code, &m)),
+        Err(why) => Err(Error::ProtocolViolation(format!(
+            "answered the {what} with {why}"
+        ))),
+    }
+}
+
+/// `Desired` of a `property/desired/get_reply` (empty when absent).
+pub(crate) fn desired_of(m: &Map<String, Value>) -> Map<String, Value> {
+    match m.get("Desired") {
+        Some(Value::Object(d)) => d.clone(),
+        _ => Map::new(),
+    }
+}
+
+/// Desired values with their versions; one without both is skipped (logged).
+pub(crate) fn desired_values_of(d: Map<String, Value>) -> Vec<(String, DesiredValue)> {
+    let mut out = Vec::new();
+    for (k, v) in d {
+        let version = v
+            .get("Version")
+            .or_else(|| v.get("version"))
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok());
+        match (v.get("Value"), version) {
+            (Some(value), Some(version)) => out.push((
+                k,
+                DesiredValue {
+                    value: value.clone(),
+                    version,
+                },
+            )),
+            _ => log::warn!(
+                "desired value {:?} without Value and Version; skipped",
+                crate::cut(&k)
+            ),
         }
+    }
+    out
+}
+
+/// The template of a `template/get_reply`, without an outer `Template`
+/// wrapper.
+pub(crate) fn template_of(m: &Map<String, Value>) -> Value {
+    let t = m.get("Template").cloned().unwrap_or(Value::Null);
+    match t {
+        Value::Object(mut o) if o.len() == 1 && o.contains_key("Template") => {
+            o.remove("Template").unwrap_or(Value::Null)
+        }
+        other => other,
     }
 }
 
@@ -374,7 +394,7 @@ fn identifier_ok(id: &str) -> Result<(), Error> {
 }
 
 /// `{"k": {"Value": v, "Time": t}}` -> `{"k": v}`.
-fn unwrap_values(v: Option<&Value>) -> Map<String, Value> {
+pub(crate) fn unwrap_values(v: Option<&Value>) -> Map<String, Value> {
     match v {
         Some(Value::Object(m)) => m
             .iter()
@@ -389,6 +409,89 @@ fn unwrap_values(v: Option<&Value>) -> Map<String, Value> {
     }
 }
 
+/// One downstream `tmodel/` message, parsed (no client needed).
+#[derive(Debug)]
+pub(crate) enum Downstream {
+    /// `property/set`.
+    PropertySet {
+        id: String,
+        properties: Map<String, Value>,
+    },
+    /// `command`.
+    Command {
+        id: String,
+        identifier: String,
+        input: Map<String, Value>,
+    },
+    /// One of [`REPLIES`], for the request `id`.
+    Reply {
+        reply: &'static str,
+        id: String,
+        body: Map<String, Value>,
+    },
+}
+
+/// Parse a message on the `tmodel/` route of the device whose topics start
+/// with `prefix`; `None` after a warning naming the topic when it is not
+/// one uiot takes (the dispatcher's whole parsing step).
+pub(crate) fn downstream(prefix: &str, msg: &Message) -> Option<Downstream> {
+    let Some(suffix) = msg.topic.strip_prefix(prefix) else {
+        service::ignored(&msg.topic, "not a thing model topic of this device");
+        return None;
+    };
+    let m = parse(msg)?;
+    let id = match service::request_id(&m) {
+        Ok(id) => id,
+        Err(why) => {
+            service::ignored(&msg.topic, &why);
+            return None;
+        }
+    };
+    let parsed = match suffix {
+        "property/set" => property_set(id, &m),
+        "command" => command(id, &m),
+        _ => match REPLIES.iter().find(|r| **r == suffix) {
+            Some(reply) => Ok(Downstream::Reply { reply, id, body: m }),
+            None => Err("not a thing model topic uiot handles".to_string()),
+        },
+    };
+    match parsed {
+        Ok(d) => Some(d),
+        Err(why) => {
+            service::ignored(&msg.topic, &why);
+            None
+        }
+    }
+}
+
+fn property_set(id: String, m: &Map<String, Value>) -> Result<Downstream, String> {
+    let properties = match m.get("Property") {
+        Some(Value::Object(p)) => p.clone(),
+        Some(other) => return Err(format!("Property is {}, not an object", kind(other))),
+        None => return Err("no Property".into()),
+    };
+    Ok(Downstream::PropertySet { id, properties })
+}
+
+fn command(id: String, m: &Map<String, Value>) -> Result<Downstream, String> {
+    let identifier = match m.get("Identifier") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(_)) => return Err("Identifier is empty".into()),
+        Some(other) => return Err(format!("Identifier is {}, not a string", kind(other))),
+        None => return Err("no Identifier".into()),
+    };
+    let input = match m.get("Input") {
+        Some(Value::Object(i)) => i.clone(),
+        Some(other) => return Err(format!("Input is {}, not an object", kind(other))),
+        None => return Err("no Input".into()),
+    };
+    Ok(Downstream::Command {
+        id,
+        identifier,
+        input,
+    })
+}
+
 /// Takes the `tmodel/` topics off the route.
 struct Dispatcher {
     client: WeakClient,
@@ -399,68 +502,38 @@ struct Dispatcher {
 
 impl Dispatcher {
     fn handle(&self, msg: &Message) {
-        let Some(suffix) = msg.topic.strip_prefix(&self.prefix) else {
-            return service::ignored(&msg.topic, "not a thing model topic of this device");
-        };
-        let Some(m) = parse(msg) else { return };
-        let id = match service::request_id(&m) {
-            Ok(id) => id,
-            Err(why) => return service::ignored(&msg.topic, &why),
-        };
-        let outcome = match suffix {
-            "property/set" => self.property_set(id, m),
-            "command" => self.command(id, m),
-            _ => match REPLIES.iter().find(|r| **r == suffix) {
-                Some(reply) => {
-                    if !self.pending.complete(&(*reply, id.clone()), m) {
-                        log::warn!(
-                            "{} RequestID {:?} belongs to no pending request; dropped",
-                            msg.topic,
-                            crate::cut(&id)
-                        );
-                    }
-                    Ok(())
+        match downstream(&self.prefix, msg) {
+            Some(Downstream::PropertySet { id, properties }) => {
+                let topic = format!("{}property/set_reply", self.prefix);
+                let r = reply::Responder::new(self.client.clone(), topic, id.clone(), None);
+                self.hand_over(ThingEvent::PropertySet(PropertySet::new(id, properties, r)));
+            }
+            Some(Downstream::Command {
+                id,
+                identifier,
+                input,
+            }) => {
+                let topic = format!("{}command_reply/{id}", self.prefix);
+                let r = reply::Responder::new(
+                    self.client.clone(),
+                    topic,
+                    id.clone(),
+                    Some(identifier.clone()),
+                );
+                self.hand_over(ThingEvent::Command(Command::new(id, identifier, input, r)));
+            }
+            Some(Downstream::Reply { reply, id, body }) => {
+                let done = self.pending.complete(&(reply, id.clone()), body);
+                if !done {
+                    log::warn!(
+                        "{} RequestID {:?} belongs to no pending request; dropped",
+                        msg.topic,
+                        crate::cut(&id)
+                    );
                 }
-                None => Err("not a thing model topic uiot handles".to_string()),
-            },
-        };
-        if let Err(why) = outcome {
-            service::ignored(&msg.topic, &why);
+            }
+            None => {}
         }
-    }
-
-    fn property_set(&self, id: String, m: Map<String, Value>) -> Result<(), String> {
-        let properties = match m.get("Property") {
-            Some(Value::Object(p)) => p.clone(),
-            Some(other) => return Err(format!("Property is {}, not an object", kind(other))),
-            None => return Err("no Property".into()),
-        };
-        let topic = format!("{}property/set_reply", self.prefix);
-        let r = reply::Responder::new(self.client.clone(), topic, id.clone(), None);
-        self.hand_over(ThingEvent::PropertySet(PropertySet::new(id, properties, r)));
-        Ok(())
-    }
-
-    fn command(&self, id: String, m: Map<String, Value>) -> Result<(), String> {
-        let identifier = match m.get("Identifier") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(other) => return Err(format!("Identifier is {}, not a string", kind(other))),
-            None => return Err("no Identifier".into()),
-        };
-        let input = match m.get("Input") {
-            Some(Value::Object(i)) => i.clone(),
-            Some(other) => return Err(format!("Input is {}, not an object", kind(other))),
-            None => return Err("no Input".into()),
-        };
-        let topic = format!("{}command_reply/{id}", self.prefix);
-        let r = reply::Responder::new(
-            self.client.clone(),
-            topic,
-            id.clone(),
-            Some(identifier.clone()),
-        );
-        self.hand_over(ThingEvent::Command(Command::new(id, identifier, input, r)));
-        Ok(())
     }
 
     fn hand_over(&self, event: ThingEvent) {
