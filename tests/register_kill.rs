@@ -2,8 +2,9 @@
 //! registration, against a real Mosquitto and a test cloud that answers
 //! `password` (sometimes late): after every kill the secret file is absent
 //! or exactly the issued secret with mode 0600, nothing but the one temp
-//! file the next run reuses is left beside it (and that one is 0600, never
-//! taken for the secret), and a final run that is not killed registers.
+//! file the next run reuses is left beside it (0600, empty or the whole
+//! secret); a later run keeps a whole secret found there (the platform
+//! would refuse a second registration) and registers past a partial one.
 //!
 //! Owns: this test and its registrar. Must not touch: tests/support (it
 //! only uses it), any address but 127.0.0.1.
@@ -261,9 +262,10 @@ fn sigkill_at_any_moment_of_registration_leaves_no_half_secret() {
         answered.load(Ordering::Relaxed)
     );
 
-    // A run that is not killed registers, whatever the kills left behind:
-    // here the worst leftover, a temp file holding another secret (as if
-    // an earlier registration was killed between write and rename).
+    // A run that is not killed finishes, whatever the kills left behind.
+    // A temp file holding a whole secret (an earlier run killed between
+    // write and rename): that secret is kept, since the platform would
+    // refuse a second registration.
     let tmp = dir.path().join(".device.secret.tmp");
     std::fs::write(&tmp, "leftoversecret01\n").unwrap();
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -275,15 +277,27 @@ fn sigkill_at_any_moment_of_registration_leaves_no_half_secret() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"registered\":\"before\""));
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "leftoversecret01\n"
+    );
+    assert_eq!(mode(&secret), 0o600);
+    assert!(!tmp.exists(), "the temp file became the secret file");
+    // A partial one (no final newline) is no secret: the run registers.
+    std::fs::remove_file(&secret).unwrap();
+    std::fs::write(&tmp, "leftov").unwrap();
+    let out = register(&cfg);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("\"registered\":\"now\""),
         "{}",
         String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(
-        std::fs::read_to_string(&secret).unwrap(),
-        format!("{SECRET}\n"),
-        "the final run saved the issued secret, not the leftover"
     );
     let (has_secret, has_tmp) = check_left(dir.path(), "the final run");
     assert!(

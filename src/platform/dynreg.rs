@@ -82,6 +82,20 @@ pub fn register_config(config: &Config) -> Result<Registered, Error> {
     if secret_file.exists() {
         return Ok(Registered::Before);
     }
+    // An earlier run was killed after writing the issued secret and before
+    // renaming it into place: the platform will not issue another, so keep
+    // that one.
+    if let Some(secret) = file.interrupted() {
+        file.commit(&secret)?;
+        log::warn!(
+            "an earlier registration of {} was interrupted after the secret was issued; \
+             saved it from {} to {}",
+            config.device.device_sn,
+            file.tmp.display(),
+            secret_file.display()
+        );
+        return Ok(Registered::Before);
+    }
     let options = Options::for_config(config, AuthMode::Dynamic, product_secret.expose());
     let secret = register(options, REGISTER_TIMEOUT).map_err(|e| with_file(e, secret_file))?;
     file.commit(&secret)?;
@@ -277,6 +291,16 @@ impl SecretFile {
             target: target.to_path_buf(),
             file,
         })
+    }
+
+    /// The secret an interrupted run left in the temp file: whole (it
+    /// ends with the newline written after it), at most 64 printable
+    /// characters without spaces; anything else is not a secret.
+    fn interrupted(&self) -> Option<Secret> {
+        let bytes = std::fs::read(&self.tmp).ok()?;
+        let text = std::str::from_utf8(&bytes).ok()?.strip_suffix('\n')?;
+        let fits = (1..=64).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic());
+        fits.then(|| Secret::from(text))
     }
 
     /// Write the secret, sync, rename into place and sync the directory.
