@@ -1,0 +1,294 @@
+//! Every example in examples/ run as a user runs it, against a real
+//! Mosquitto and `uiot-sim`, each to exit 0, with what it printed and what
+//! the simulated cloud saw checked.
+//!
+//! Owns: these runs. Must not touch: the examples' code (they are built by
+//! `cargo test --all-targets`; when only this test is built, it builds
+//! them with cargo first).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::sim::{on_register_command, Sim};
+use support::{Broker, BrokerConfig, Device, DynamicDevice, TempDir};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The example's binary, built with cargo if `cargo test` did not build it.
+fn example(name: &str) -> PathBuf {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap();
+    // target/debug/deps/examples-HASH -> target/debug/examples/NAME
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build --example {name}");
+    }
+    path
+}
+
+/// A running example: its stdout lines arrive on `lines`.
+struct Run {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Run {
+    fn start(name: &str, args: &[&str]) -> Run {
+        let mut child = Command::new(example(name))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Run {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line starting with `prefix`.
+    fn wait_for(&mut self, prefix: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(WAIT) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.starts_with(prefix) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line starting with {prefix:?}; printed: {:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Waits for the exit; asserts 0; returns everything printed.
+    fn finish(mut self) -> Vec<String> {
+        let status = self.child.wait().unwrap();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(l);
+        }
+        assert_eq!(status.code(), Some(0), "printed: {:#?}", self.seen);
+        self.seen
+    }
+}
+
+fn run(name: &str, args: &[&str]) -> Vec<String> {
+    Run::start(name, args).finish()
+}
+
+fn write_config(dir: &Path, port: u16, device: &str) -> String {
+    let path = dir.join("uiot.ini");
+    std::fs::write(
+        &path,
+        format!("{device}[connection]\nhost = 127.0.0.1\nport = {port}\ntls = false\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.to_str().unwrap().into()
+}
+
+fn static_config(dir: &Path, broker: &Broker, d: &Device) -> String {
+    let device = format!(
+        "[device]\nproduct_sn = {}\ndevice_sn = {}\ndevice_secret = {}\n",
+        d.product_sn, d.device_sn, d.secret
+    );
+    write_config(dir, broker.port(), &device)
+}
+
+fn has(lines: &[String], text: &str) -> bool {
+    lines.iter().any(|l| l.contains(text))
+}
+
+#[test]
+fn mqtt_publishes_and_receives_its_echo() {
+    let Some(broker) = support::broker() else {
+        return;
+    };
+    let dir = TempDir::new("ex-mqtt");
+    let cfg = static_config(dir.path(), &broker, &broker.device(0));
+    let out = run("mqtt", &[&cfg, "--echo", "--wait", "20"]);
+    assert!(
+        has(&out, "published qos 1") && has(&out, "done"),
+        "{out:#?}"
+    );
+    assert_eq!(
+        out.iter().filter(|l| l.starts_with("received")).count(),
+        2,
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn dynamic_auth_registers_once_then_reads_the_saved_secret() {
+    let d = DynamicDevice::new("harnessprod00001", "exdyndevice01", "harnessprodsec01");
+    let Some(broker) = support::broker_with(BrokerConfig::new().dynamic(d.clone())) else {
+        return;
+    };
+    let hook = on_register_command(&broker);
+    let _sim = Sim::start(
+        &broker,
+        &["--allow-register", &d.device_sn, "--on-register", &hook],
+    );
+    let dir = TempDir::new("ex-dyn");
+    let device = format!(
+        "[device]\nproduct_sn = {}\ndevice_sn = {}\nproduct_secret = {}\nsecret_file = device.secret\n",
+        d.product_sn, d.device_sn, d.product_secret
+    );
+    let cfg = write_config(dir.path(), broker.port(), &device);
+    let out = run("dynamic_auth", &[&cfg]);
+    assert!(
+        has(&out, "registered now") && has(&out, "published qos 1") && has(&out, "done"),
+        "{out:#?}"
+    );
+    let out = run("dynamic_auth", &[&cfg]);
+    assert!(
+        has(&out, "registered before") && has(&out, "done"),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn shadow_runs_the_sdk_steps() {
+    let Some(broker) = support::broker() else {
+        return;
+    };
+    let mut sim = Sim::start(&broker, &[]);
+    let dir = TempDir::new("ex-shadow");
+    let d = broker.device(0);
+    let cfg = static_config(dir.path(), &broker, &d);
+    let out = run("shadow", &[&cfg]);
+    let expect = [
+        "get: version 0,",
+        "update data1..data6: version 1",
+        "update data1 data4: version 2",
+        "delete data1 data2: version 3",
+        "delete all: version 4",
+        "update and reset version: version 0",
+        "done",
+    ];
+    for e in expect {
+        assert!(has(&out, e), "no {e:?} in {out:#?}");
+    }
+    sim.send(&format!("state {} {}", d.product_sn, d.device_sn));
+    let st = sim.expect("state", |l| l["sim"] == "state");
+    let reported = &st["state"]["Shadow"]["State"]["Reported"];
+    assert_eq!(
+        reported,
+        &json!({"data1": 18, "data4": "data", "data5": false, "data6": {"b": 2}})
+    );
+}
+
+#[test]
+fn thing_model_posts_raises_the_event_and_takes_the_correction() {
+    let Some(broker) = support::broker() else {
+        return;
+    };
+    let mut sim = Sim::start(&broker, &[]);
+    let dir = TempDir::new("ex-thing");
+    let d = broker.device(0);
+    let cfg = static_config(dir.path(), &broker, &d);
+    let mut ex = Run::start(
+        "thing_model",
+        &[&cfg, "--count", "40", "--interval", "50", "--wait", "20"],
+    );
+    ex.wait_for("ready:");
+    sim.send(&format!(
+        "command {} {} set_temp_correction {{\"temp_correction\": 3}}",
+        d.product_sn, d.device_sn
+    ));
+    let out = ex.finish();
+    assert!(
+        has(&out, "correction now 3, result 0") && has(&out, "done"),
+        "{out:#?}"
+    );
+    let r = sim.expect("the command reply", |l| {
+        l["sim"] == "reply" && l["to"] == "command"
+    });
+    assert_eq!(
+        r["Output"],
+        json!({"effect_temp_correction": 3, "correction_result": 0})
+    );
+    assert_eq!(r["matched"], true);
+    sim.expect("the high_temp event", |l| {
+        l["sim"] == "event" && l["Identifier"] == "high_temp"
+    });
+    let corrected = |l: &Value| {
+        l["sim"] == "property"
+            && l["Property"]["humidity"]["Value"]
+                .as_i64()
+                .is_some_and(|h| h % 5 == 3)
+    };
+    sim.expect("a corrected humidity", corrected);
+}
+
+#[test]
+fn smart_bracelet_applies_a_desired_count_and_reaches_the_goal() {
+    let Some(broker) = support::broker() else {
+        return;
+    };
+    let mut sim = Sim::start(&broker, &[]);
+    let dir = TempDir::new("ex-bracelet");
+    let d = broker.device(0);
+    let cfg = static_config(dir.path(), &broker, &d);
+    let mut ex = Run::start("smart_bracelet", &[&cfg, "--interval", "100"]);
+    ex.wait_for("ready:");
+    sim.send(&format!(
+        "desired {} {} {{\"walk_step\": 60}}",
+        d.product_sn, d.device_sn
+    ));
+    let out = ex.finish();
+    assert!(
+        has(&out, "desired walk_step 60 applied") && has(&out, "today's goal is completed!"),
+        "{out:#?}"
+    );
+    sim.send(&format!("state {} {}", d.product_sn, d.device_sn));
+    let st = sim.expect("state", |l| l["sim"] == "state");
+    let shadow = &st["state"]["Shadow"];
+    assert_eq!(shadow["State"]["Desired"], json!({}), "desired cleared");
+    assert!(shadow["State"]["Reported"]["walk_step"].as_u64().unwrap() >= 100);
+}
