@@ -50,6 +50,12 @@
 #      process that publishes one empty message, `uiot pub -m ''` vs
 #      `mosquitto_pub -n` (includes process start, connect and disconnect),
 #      plain and TLS.
+#   4b. Platform round trips against `uiot-sim` (the simulator on the plain
+#      listener): examples/bench_platform.rs times blocking `Shadow::report`
+#      and `Thing::post` calls (median, p99) beside the library's QoS 1
+#      round trip of row 3; and a whole `uiot property post` process beside
+#      `mosquitto_rr` sending the same request (MQTT 5 request/response),
+#      both answered by the simulator.
 #   5. Reconnect after a broker restart: a second private broker (plain) is
 #      killed with -9 and started again on the same port, 5 times at once
 #      and 5 times after 1 s down; the library client (`bench_pub reconnect`,
@@ -81,6 +87,7 @@ msg_size=64      # payload bytes of every message
 rtt_count=5000   # blocking QoS 1 round trips for the latency row
 connect_count=100 # library connects per run for the connect rows
 proc_count=20    # single-message processes per client, transport and run
+plat_count=2000  # blocking shadow reports and property posts per run (library)
 q1_always_count=2000 # QoS 1 messages with the on-disk queue and fsync always
 fsync_ms=100     # the interval of the fsync = interval_ms row
 restarts=5       # broker restarts per reconnect row
@@ -111,6 +118,7 @@ if $quick; then
   $runs_given || runs=1
   proc_count=10
   connect_count=20
+  plat_count=500
 fi
 if ! [[ "$runs" =~ ^[0-9]+$ ]] || [ "$runs" -lt 1 ] || [ $((runs % 2)) -ne 1 ]; then
   die "--runs must be an odd number >= 1 (got '$runs'), so the median is one real run"
@@ -156,12 +164,15 @@ trap 'exit 143' TERM
 
 # ---- build -------------------------------------------------------------------
 say "building release binaries"
-(cd "$root" && cargo build --release --quiet --bin uiot --example bench_pub) >&2 \
+(cd "$root" && cargo build --release --quiet --bin uiot --bin uiot-sim --example bench_pub \
+  --example bench_platform) >&2 \
   || die "cargo build --release failed; see the errors above"
 target="${CARGO_TARGET_DIR:-$root/target}/release"
 uiot="$target/uiot"
 bench_pub="$target/examples/bench_pub"
-if ! [ -x "$uiot" ] || ! [ -x "$bench_pub" ]; then
+uiot_sim="$target/uiot-sim"
+bench_platform="$target/examples/bench_platform"
+if ! [ -x "$uiot" ] || ! [ -x "$bench_pub" ] || ! [ -x "$uiot_sim" ] || ! [ -x "$bench_platform" ]; then
   die "built binaries not found in $target; is CARGO_TARGET_DIR set differently?"
 fi
 # The plain-MQTT build (no `tls` feature) for the memory rows, in a target
@@ -722,6 +733,54 @@ for transport in plain tls; do
     "mosquitto_pub median ${one_mosq[$transport]} ms (min $(minimum "${m_ms[@]}") ms)"
 done
 
+# ---- 4b: platform round trips against uiot-sim -------------------------------
+# The simulator (src/bin/uiot-sim) answers the system topics on the plain
+# listener; its stdin is a FIFO this script holds open (fd 3), so it runs
+# until the script ends and then exits on end of input.
+say "platform round trips against uiot-sim: $plat_count shadow reports and property" \
+  "posts x $runs runs (library), then $((runs * proc_count)) property-post processes:" \
+  "uiot property post vs mosquitto_rr"
+mkfifo "$work/sim.in"
+exec 3<> "$work/sim.in"
+timeout -k 2 "$broker_limit" "$uiot_sim" --host 127.0.0.1 --port "$port" \
+  --username bench-sim --password unused --client-id bench-sim \
+  < "$work/sim.in" > "$work/sim.out" 2> "$work/sim.log" &
+pids+=("$!")
+for _ in $(seq 100); do
+  grep -q '"ready"' "$work/sim.out" 2>/dev/null && break
+  sleep 0.05
+done
+grep -q '"ready"' "$work/sim.out" || die "uiot-sim did not start: $(tail -n 3 "$work/sim.log")"
+sr_meds=() sr_p99s=() pp_meds=() pp_p99s=()
+for ((i = 1; i <= runs; i++)); do
+  run_timed "bench_platform" /dev/null "$bench_platform" "$port" "$plat_count"
+  sr_meds+=("$(field shadow_report_median_us "$out")"); sr_p99s+=("$(field shadow_report_p99_us "$out")")
+  pp_meds+=("$(field property_post_median_us "$out")"); pp_p99s+=("$(field property_post_p99_us "$out")")
+  say "  run $i: shadow report median ${sr_meds[-1]} us p99 ${sr_p99s[-1]} us," \
+    "property post median ${pp_meds[-1]} us p99 ${pp_p99s[-1]} us"
+done
+for v in "${sr_meds[@]}" "${sr_p99s[@]}" "${pp_meds[@]}" "${pp_p99s[@]}"; do
+  [[ "$v" =~ ^[0-9.]+$ ]] || die "bench_platform printed no number (got '$v'); run it by hand"
+done
+sr_med=$(median "${sr_meds[@]}") sr_p99=$(median "${sr_p99s[@]}")
+pp_med=$(median "${pp_meds[@]}") pp_p99=$(median "${pp_p99s[@]}")
+# The same property post as a whole process: uiot (connect, subscribe to
+# the replies, post, wait for post_reply, disconnect) vs mosquitto_rr
+# (MQTT 5 request/response: connect, subscribe to post_reply, publish the
+# same request, wait for one reply), both answered by the simulator.
+tm="/\$system/benchproduct0001/bench-pub-0001/tmodel/property"
+u_ms=() m_ms=() p_ms=()
+for ((i = 1; i <= runs * proc_count; i++)); do
+  proc_ms "uiot property post" "$uiot" property post -c "$work/pub.ini" '{"counter":1}'
+  u_ms+=("$ms")
+  proc_ms "mosquitto_rr" mosquitto_rr -h 127.0.0.1 -p "$port" -i bench-pub-rr -q 1 -W 5 \
+    -t "$tm/post" -e "$tm/post_reply" -m '{"RequestID":"1","Property":{"counter":{"Value":1}}}'
+  m_ms+=("$ms")
+  p_ms+=("$(quot "${u_ms[-1]}" "${m_ms[-1]}")")
+done
+pp_proc_uiot=$(median "${u_ms[@]}") pp_proc_mosq=$(median "${m_ms[@]}") pp_proc_ratio=$(spread "${p_ms[@]}")
+say "  uiot property post median $pp_proc_uiot ms, mosquitto_rr median $pp_proc_mosq ms"
+
 # ---- 5: reconnect after a broker restart ---------------------------------------
 # A broker of its own (plain TCP, the same settings), so killing it does not
 # disturb the other rows. It runs as `bash -c 'echo $$ > PIDFILE; exec
@@ -988,6 +1047,12 @@ echo "| Library QoS 1, $(num "$q1_always_count") x $msg_size B, end to end, $qd,
 echo "| On-disk queue: bytes written to disk per QoS 1 message (\`queue_stats\`: bytes_written / stored), fsync interval_ms $fsync_ms / always (reference: the PUBLISH packet on the wire) | $qi_bpm / $qa_bpm B | $pub_len B | $(ratio "$qi_bpm" "$pub_len") | - | - |"
 echo "| $rt: median (reference: bare TcpStream) | $rtt_med us | $raw_med us | $(ratio "$rtt_med" "$raw_med") | <= 50 us | $(at_most "$rtt_med" 50) |"
 echo "| $rt: p99 (reference: bare TcpStream) | $rtt_p99 us | $raw_p99 us | $(ratio "$rtt_p99" "$raw_p99") | <= 150 us | $(at_most "$rtt_p99" 150) |"
+plat="blocking, one after another, against uiot-sim on loopback, $(num "$plat_count") x $runs runs"
+echo "| Shadow round trip: \`Shadow::report\` (update with the version, until the sim's reply), $plat: median (reference: library QoS 1 round trip) | $sr_med us | $rtt_med us | $(ratio "$sr_med" "$rtt_med") | - | - |"
+echo "| Shadow round trip, $plat: p99 (reference: library QoS 1 round trip) | $sr_p99 us | $rtt_p99 us | $(ratio "$sr_p99" "$rtt_p99") | - | - |"
+echo "| Property post round trip: \`Thing::post\` (until post_reply with its RequestID), $plat: median (reference: library QoS 1 round trip) | $pp_med us | $rtt_med us | $(ratio "$pp_med" "$rtt_med") | - | - |"
+echo "| Property post round trip, $plat: p99 (reference: library QoS 1 round trip) | $pp_p99 us | $rtt_p99 us | $(ratio "$pp_p99" "$rtt_p99") | - | - |"
+echo "| Property post, whole process (start, connect, post, reply, exit): \`uiot property post\` vs \`mosquitto_rr\` (the same request, MQTT 5 request/response), median of $((runs * proc_count)) | $pp_proc_uiot ms | $pp_proc_mosq ms | $pp_proc_ratio | - | - |"
 t0s="TLS: QoS 0, $q0_count_s x $msg_size B, \`pub -l\`"
 t1s="TLS: QoS 1, $q1_count_s x $msg_size B, \`pub -l\`"
 echo "| $t0s vs \`mosquitto_pub -l --cafile\`: msgs/s | $(num "$t0_uiot_rate") | $(num "$t0_mosq_rate") | $t0_r_rate | - | - |"
