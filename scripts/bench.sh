@@ -735,8 +735,8 @@ done
 
 # ---- 4b: platform round trips against uiot-sim -------------------------------
 # The simulator (src/bin/uiot-sim) answers the system topics on the plain
-# listener; its stdin is a FIFO this script holds open (fd 3), so it runs
-# until the script ends and then exits on end of input.
+# listener; its stdin is a FIFO this script holds open (fd 3), and cleanup
+# stops it with the other background processes.
 say "platform round trips against uiot-sim: $plat_count shadow reports and property" \
   "posts x $runs runs (library), then $((runs * proc_count)) property-post processes:" \
   "uiot property post vs mosquitto_rr"
