@@ -9,8 +9,9 @@ cd "$root"
 
 bash scripts/install-deps.sh >/dev/null
 echo "== building uiot (release)"
-cargo build --release --locked --bin uiot
+cargo build --release --locked --bin uiot --bin uiot-sim
 uiot="$root/target/release/uiot"
+uiot_sim="$root/target/release/uiot-sim"
 
 # A free port on 127.0.0.1.
 port=""
@@ -21,7 +22,9 @@ done
 
 run=$(mktemp -d /tmp/uiot-demo.XXXXXX)
 export UIOT_BROKER_DIR="$run"
+sim=""
 cleanup() {
+  if [ -n "$sim" ]; then kill "$sim" 2>/dev/null || true; wait "$sim" 2>/dev/null || true; fi
   bash scripts/dev-broker.sh stop >/dev/null 2>&1 || true
   rm -rf "$run"
 }
@@ -59,4 +62,32 @@ set +e
 "$uiot" pub -c "$ini" -t /demoproduct00001/another-device/upload -m x
 echo "exit code: $?"
 set -e
-echo; echo "demo finished: the broker is stopped again."
+
+echo; echo "== the platform services, with uiot-sim playing the cloud"
+mkfifo "$run/sim.in"
+exec 3<> "$run/sim.in"   # uiot-sim's stdin: this script types into it
+"$uiot_sim" -p "$port" -u demo-cloud -P demo-cloud-pw --allow-register demo-dyn-0001 \
+  --on-register "bash '$root/scripts/dev-broker.sh' add-device >&2" \
+  < "$run/sim.in" > "$run/sim.out" 2>&1 &
+sim=$!
+for _ in $(seq 100); do grep -q '"ready"' "$run/sim.out" 2>/dev/null && break; sleep 0.05; done
+dyn="$run/uiot-dyn-demo.ini"
+sed "s/^port = 1883$/port = $port/" etc/broker/uiot-dyn-demo.ini > "$dyn"
+chmod 600 "$dyn"
+echo "-- uiot register (dynamic registration: the product secret buys the device secret once)"
+"$uiot" register -c "$dyn"
+echo "-- uiot shadow report / get"
+"$uiot" shadow report -c "$dyn" '{"temperature": 21.5}'
+"$uiot" shadow get -c "$dyn"
+echo "-- uiot property post"
+"$uiot" property post -c "$dyn" '{"humidity": 40}'
+echo "-- the cloud sends a command; uiot command wait answers it"
+"$uiot" command wait -c "$dyn" -C 1 -W 10 --reply '{"done": true}' &
+waiter=$!
+sleep 1
+echo 'command demoproduct00001 demo-dyn-0001 reboot {"delay": 5}' >&3
+wait "$waiter"
+sleep 0.2
+echo "-- what uiot-sim printed (one JSON line per request and answer):"
+cat "$run/sim.out"
+echo; echo "demo finished: the broker and uiot-sim are stopped again."
