@@ -41,10 +41,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         match arg.as_str() {
             "--interval" => interval = Duration::from_millis(number("--interval")?),
             "--goal" => goal = number("--goal")?,
-            flag if flag.starts_with('-') => return Err(format!(
+            flag if flag.starts_with('-') => {
+                return Err(format!(
                 "unknown option {flag}; usage: smart_bracelet [CONFIG] [--interval MS] [--goal N]"
             )
-            .into()),
+                .into())
+            }
             path => config = PathBuf::from(path),
         }
     }
