@@ -11,9 +11,11 @@
 # Output: target/package/uiot_<version>_<arch>.deb, containing
 #   /usr/bin/uiot
 #   /etc/uiot/uiot.ini                 conffile (from etc/uiot.ini), mode 0600
+#   /etc/uiot/hooks/*.sh               conffiles (example hooks from etc/hooks/), mode 0755
 #   /usr/share/doc/uiot/{README.md,copyright}
-#   /lib/systemd/system/uiot.service   only once packaging/systemd/uiot.service exists (the hook)
-# Depends: libc6 (>= 2.34) and libssl3: Raspberry Pi OS bookworm or newer.
+#   /lib/systemd/system/uiot.service   from packaging/systemd/ (not enabled), maintainer scripts from packaging/deb/
+# Depends: libc6 (>= 2.34), libssl3 (Raspberry Pi OS bookworm or newer) and
+# adduser (the postinst creates group uiot for the daemon's socket).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,7 +26,7 @@ target=armv7-unknown-linux-gnueabihf
 for a in "$@"; do
   case "$a" in
     --no-build) build=false ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option '$a'; see $0 --help" ;;
     *) target=$a ;;
   esac
@@ -55,11 +57,21 @@ install -m 0600 "$root/etc/uiot.ini" "$stage/etc/uiot/uiot.ini"
 install -m 0644 "$root/README.md" "$stage/usr/share/doc/uiot/README.md"
 install -m 0644 "$root/packaging/deb/copyright" "$stage/usr/share/doc/uiot/copyright"
 echo /etc/uiot/uiot.ini > "$stage/DEBIAN/conffiles"
+# Example hooks for `uiot run` ([hooks] in uiot.ini): executable, and
+# conffiles so that an administrator's edits survive upgrades.
+mkdir -p "$stage/etc/uiot/hooks"
+hooks=()
+for h in "$root"/etc/hooks/*; do
+  [ -f "$h" ] || continue
+  install -m 0755 "$h" "$stage/etc/uiot/hooks/${h##*/}"
+  echo "/etc/uiot/hooks/${h##*/}" >> "$stage/DEBIAN/conffiles"
+  hooks+=("${h##*/}")
+done
 
-# Hook for the systemd unit (not written yet): once
-# packaging/systemd/uiot.service exists it is shipped, and the maintainer
-# scripts reload systemd. The unit is never enabled by the package: the
-# config must be filled in first (README.md, "Raspberry Pi and OpenWrt builds").
+# The systemd unit: shipped when packaging/systemd/uiot.service exists,
+# with the maintainer scripts (reload systemd, create group uiot). The unit
+# is never enabled by the package: the config must be filled in with the
+# device's identity first (README.md, "Running uiot as a service").
 if [ -f "$root/packaging/systemd/uiot.service" ]; then
   mkdir -p "$stage/lib/systemd/system"
   install -m 0644 "$root/packaging/systemd/uiot.service" "$stage/lib/systemd/system/uiot.service"
@@ -89,4 +101,16 @@ dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./conffiles | grep -qx /etc/uiot/uio
   || die "/etc/uiot/uiot.ini is not a conffile in $deb"
 cmp -s <(dpkg-deb --fsys-tarfile "$deb" | tar -xOf - ./usr/bin/uiot) "$bin" \
   || die "the binary in $deb differs from $bin"
+for h in "${hooks[@]}"; do
+  echo "$contents" | grep -q -- "-rwxr-xr-x root/root .* \./etc/uiot/hooks/${h//./\\.}\$" \
+    || die "etc/uiot/hooks/$h missing or not 0755 root in $deb"
+  dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./conffiles | grep -qx "/etc/uiot/hooks/$h" \
+    || die "/etc/uiot/hooks/$h is not a conffile in $deb"
+done
+if [ -f "$root/packaging/systemd/uiot.service" ]; then
+  echo "$contents" | grep -q -- '-rw-r--r-- root/root .* \./lib/systemd/system/uiot\.service$' \
+    || die "lib/systemd/system/uiot.service missing or not 0644 root in $deb"
+  dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./postinst | grep -q 'addgroup --system uiot' \
+    || die "the postinst in $deb does not create group uiot"
+fi
 echo "package-deb: $deb ($(stat -c %s "$deb") bytes) verified"

@@ -18,7 +18,8 @@
 # ./debian-binary, ./data.tar.gz, ./control.tar.gz (OpenWrt's format since
 # 2017; opkg also reads the older ar form). Contents:
 #   /usr/bin/uiot, /etc/uiot/uiot.ini (conffile, mode 0600),
-#   /etc/init.d/uiot only once packaging/openwrt/uiot.init exists (the hook).
+#   /etc/uiot/hooks/*.sh (example hooks from etc/hooks/, conffiles, 0755),
+#   /etc/init.d/uiot from packaging/openwrt/uiot.init (enabled on install).
 # For opkg-based OpenWrt (up to 24.10); OpenWrt 25.x uses apk: copy the
 # static binary instead (README.md, "Raspberry Pi and OpenWrt builds").
 set -euo pipefail
@@ -65,10 +66,21 @@ install -m 0755 "$bin" "$stage/data/usr/bin/uiot"
 # The config will hold the device secret: readable by root only.
 install -m 0600 "$root/etc/uiot.ini" "$stage/data/etc/uiot/uiot.ini"
 echo /etc/uiot/uiot.ini > "$stage/control/conffiles"
+# Example hooks for `uiot run` ([hooks] in uiot.ini): executable, and
+# conffiles so that opkg keeps an administrator's edits on upgrade.
+mkdir -p "$stage/data/etc/uiot/hooks"
+hooks=()
+for h in "$root"/etc/hooks/*; do
+  [ -f "$h" ] || continue
+  install -m 0755 "$h" "$stage/data/etc/uiot/hooks/${h##*/}"
+  echo "/etc/uiot/hooks/${h##*/}" >> "$stage/control/conffiles"
+  hooks+=("${h##*/}")
+done
 
-# Hook for a procd init script (not written yet): once
-# packaging/openwrt/uiot.init exists it is shipped as /etc/init.d/uiot,
-# enabled on install the OpenWrt way and stopped on removal.
+# The procd init script: when packaging/openwrt/uiot.init exists it is
+# shipped as /etc/init.d/uiot, enabled on install the OpenWrt way (it
+# starts at the next boot, by which time the config should be filled in)
+# and stopped on removal.
 if [ -f "$root/packaging/openwrt/uiot.init" ]; then
   mkdir -p "$stage/data/etc/init.d"
   install -m 0755 "$root/packaging/openwrt/uiot.init" "$stage/data/etc/init.d/uiot"
@@ -108,4 +120,14 @@ echo "$data" | grep -q -- '-rwxr-xr-x 0/0 .* \./usr/bin/uiot$' || die "usr/bin/u
 echo "$data" | grep -q -- '-rw------- 0/0 .* \./etc/uiot/uiot\.ini$' || die "etc/uiot/uiot.ini missing or not 0600 root in $ipk"
 cmp -s <(tar -xzOf "$ipk" ./data.tar.gz | tar -xzOf - ./usr/bin/uiot) "$bin" \
   || die "the binary in $ipk differs from $bin"
+conffiles=$(tar -xzOf "$ipk" ./control.tar.gz | tar -xzOf - ./conffiles)
+for h in "${hooks[@]}"; do
+  echo "$data" | grep -q -- "-rwxr-xr-x 0/0 .* \./etc/uiot/hooks/${h//./\\.}\$" \
+    || die "etc/uiot/hooks/$h missing or not 0755 root in $ipk"
+  echo "$conffiles" | grep -qx "/etc/uiot/hooks/$h" || die "/etc/uiot/hooks/$h is not a conffile in $ipk"
+done
+if [ -f "$root/packaging/openwrt/uiot.init" ]; then
+  echo "$data" | grep -q -- '-rwxr-xr-x 0/0 .* \./etc/init\.d/uiot$' \
+    || die "etc/init.d/uiot missing or not 0755 root in $ipk"
+fi
 echo "package-ipk: $ipk ($(stat -c %s "$ipk") bytes) verified"
