@@ -67,6 +67,11 @@ pub struct Options {
     pub tls: Option<TlsOptions>,
     /// Automatic reconnection.
     pub reconnect: Reconnect,
+    /// Connect to the local socket of a `uiot run` daemon at this path
+    /// instead of the broker (`host`, `port` and `tls` are then not used):
+    /// the daemon relays over its own connection, so a board's scripts
+    /// share the device's one login. `None` (default): the broker.
+    pub local_socket: Option<std::path::PathBuf>,
     /// The queue of messages accepted but not yet acknowledged (or, QoS 0,
     /// not yet sent): its bounds and what happens when it is full.
     pub queue: Queue,
@@ -232,6 +237,7 @@ impl Options {
             shutdown_timeout: Options::DEFAULT_SHUTDOWN_TIMEOUT,
             tls: None,
             reconnect: Reconnect::default(),
+            local_socket: None,
             queue: Queue::default(),
             keep_alive_checked: true,
         }

@@ -8,6 +8,7 @@
 //! - `reader`: the `Section` trait and the per-key reader every section uses;
 //! - `secret`: [`Secret`], [`SecretSource`], reading `secret_file`;
 //! - `device`, `connection`, `limits`, `reconnect`, `queue`: one per section;
+//! - `daemon`: `[daemon]`, `[subscribe]`, `[hooks]` (for `uiot run`);
 //! - `effective`: the `effective()` rendering shown by `uiot check`.
 //!
 //! Must not touch: sockets, threads, logging, process exit codes, the
@@ -29,6 +30,7 @@ use crate::client::{Queue, Reconnect};
 use crate::platform::Limits;
 
 mod connection;
+mod daemon;
 mod device;
 mod effective;
 pub(crate) mod file;
@@ -43,6 +45,7 @@ mod test_util;
 
 pub use crate::error::ConfigError;
 pub use connection::{ConnectionConfig, MAX_CA_FILE};
+pub use daemon::{DaemonConfig, HooksConfig, SubscribeConfig, DEFAULT_SOCKET};
 pub use device::DeviceConfig;
 pub(crate) use secret::parse_secret;
 pub use secret::{read_secret_file, Secret, SecretSource, MAX_SECRET_FILE, MAX_SECRET_LEN};
@@ -107,6 +110,12 @@ sections! {
     reconnect: Reconnect,
     /// `[queue]`: the outgoing queue and its optional file on disk.
     queue: Queue,
+    /// `[daemon]`: the local socket of `uiot run` (every command looks there).
+    daemon: DaemonConfig,
+    /// `[subscribe]`: topics `uiot run` keeps subscribed.
+    subscribe: SubscribeConfig,
+    /// `[hooks]`: executables `uiot run` runs on events.
+    hooks: HooksConfig,
 }
 
 impl Config {

@@ -16,7 +16,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
+use mio::net::{TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::error::Error;
@@ -78,35 +78,49 @@ pub(crate) enum Stream {
     /// TLS over TCP.
     #[cfg(feature = "tls")]
     Tls(Box<native_tls::TlsStream<TcpStream>>),
+    /// The local socket of a `uiot run` daemon.
+    Unix(UnixStream),
 }
 
 impl Stream {
-    fn tcp(&mut self) -> &mut TcpStream {
+    fn source(&mut self) -> &mut dyn mio::event::Source {
         match self {
             Stream::Tcp(s) => s,
             #[cfg(feature = "tls")]
             Stream::Tls(s) => s.get_mut(),
+            Stream::Unix(s) => s,
         }
     }
 
     /// Register with `poll` for reads and writes (edge-triggered).
     pub(crate) fn register(&mut self, poll: &Poll, token: Token) -> io::Result<()> {
-        poll.registry()
-            .register(self.tcp(), token, Interest::READABLE | Interest::WRITABLE)
+        poll.registry().register(
+            self.source(),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )
     }
 
     /// Deregister from `poll`.
     pub(crate) fn deregister(&mut self, poll: &Poll) -> io::Result<()> {
-        poll.registry().deregister(self.tcp())
+        poll.registry().deregister(self.source())
     }
 
     /// Shut both directions down (best effort; TLS sends close_notify first).
     pub(crate) fn shutdown(&mut self) {
-        #[cfg(feature = "tls")]
-        if let Stream::Tls(s) = self {
-            let _ = s.shutdown();
+        match self {
+            Stream::Tcp(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => {
+                let _ = s.shutdown();
+                let _ = s.get_mut().shutdown(std::net::Shutdown::Both);
+            }
+            Stream::Unix(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
         }
-        let _ = self.tcp().shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -116,6 +130,7 @@ impl Read for Stream {
             Stream::Tcp(s) => s.read(buf),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
         }
     }
 }
@@ -126,6 +141,7 @@ impl Write for Stream {
             Stream::Tcp(s) => s.write(buf),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
         }
     }
 
@@ -134,6 +150,7 @@ impl Write for Stream {
             Stream::Tcp(s) => s.flush(),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
         }
     }
 }
@@ -163,6 +180,21 @@ pub(crate) fn connect(
         #[cfg(not(feature = "tls"))]
         Some(t) => match t.0 {},
     }
+}
+
+/// Connect to the local socket of a `uiot run` daemon. A missing socket or
+/// no daemon listening is [`Error::Unreachable`] saying so.
+pub(crate) fn connect_unix(path: &std::path::Path) -> Result<Stream, Error> {
+    let unreachable = |e: io::Error| {
+        Error::Unreachable(format!(
+            "no uiot daemon answers on {} ({e}); is `uiot run` running?",
+            path.display()
+        ))
+    };
+    // A local connect completes at once (or fails): no deadline needed.
+    let s = std::os::unix::net::UnixStream::connect(path).map_err(unreachable)?;
+    s.set_nonblocking(true).map_err(unreachable)?;
+    Ok(Stream::Unix(UnixStream::from_std(s)))
 }
 
 /// True for the "try again later" error of a non-blocking socket.

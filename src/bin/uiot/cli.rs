@@ -52,6 +52,20 @@ pub enum Failure {
     },
 }
 
+impl std::fmt::Display for Failure {
+    /// The message (what `main` prints after `uiot: `), for logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Usage(m) | Failure::Data(m) => f.write_str(m),
+            Failure::Help => f.write_str("help requested"),
+            Failure::Uiot(e) => write!(f, "{e}"),
+            Failure::Line { line, sent, error } => {
+                write!(f, "line {line} ({sent} sent before it): {error}")
+            }
+        }
+    }
+}
+
 impl From<lexopt::Error> for Failure {
     fn from(e: lexopt::Error) -> Self {
         Failure::Usage(e.to_string())
@@ -112,17 +126,88 @@ pub fn load_config(flag: Option<PathBuf>) -> Result<Config, Failure> {
     })
 }
 
-/// Loads the configuration and builds the client options from it (so
-/// inputs can be checked against its limits before connecting). A device
-/// with only `product_secret` is registered here on first use.
-pub fn load_options(config_flag: Option<PathBuf>) -> Result<uiot::Options, Failure> {
-    let config = load_config(config_flag)?;
-    Ok(uiot::platform::dynreg::device_options(&config)?)
+/// How a command reaches the broker: through a running `uiot run` of the
+/// same device (its local socket) or on its own connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Route {
+    /// The daemon if one answers for this device, else a connection of
+    /// its own.
+    #[default]
+    Auto,
+    /// `--direct`: a connection of its own (it logs a running daemon out).
+    Direct,
+    /// `--via-daemon`: the daemon, or exit 69 if none answers.
+    Daemon,
 }
 
-/// Loads the configuration and connects as its device.
-pub fn connect(config_flag: Option<PathBuf>) -> Result<uiot::Client, Failure> {
-    Ok(uiot::Client::connect(load_options(config_flag)?)?)
+impl Route {
+    /// `--direct` / `--via-daemon`, if `arg` is one of them.
+    pub fn flag(arg: &lexopt::Arg<'_>) -> Option<Route> {
+        match arg {
+            lexopt::Arg::Long("direct") => Some(Route::Direct),
+            lexopt::Arg::Long("via-daemon") => Some(Route::Daemon),
+            _ => None,
+        }
+    }
+}
+
+/// The client options of the configured device and the daemon's socket
+/// (so inputs can be checked against the limits before connecting). A
+/// device with only `product_secret` is registered here on first use.
+pub struct Target {
+    /// Options of a connection of its own.
+    pub options: uiot::Options,
+    /// `[daemon] socket`.
+    pub socket: PathBuf,
+}
+
+/// Loads the configuration into a [`Target`].
+pub fn load_options(config_flag: Option<PathBuf>) -> Result<Target, Failure> {
+    let config = load_config(config_flag)?;
+    Ok(Target {
+        options: uiot::platform::dynreg::device_options(&config)?,
+        socket: config.daemon.socket.clone(),
+    })
+}
+
+impl Target {
+    /// Connects along `route`: with [`Route::Auto`] through the daemon when
+    /// its socket exists and it serves this device (a stale socket, or a
+    /// daemon of another device, means a connection of its own).
+    pub fn connect(self, route: Route) -> Result<uiot::Client, Failure> {
+        use uiot::packet::ConnectReturnCode::IdentifierRejected;
+        if route == Route::Direct || (route == Route::Auto && !self.socket.exists()) {
+            return Ok(uiot::Client::connect(self.options)?);
+        }
+        let mut local = self.options.clone();
+        local.local_socket = Some(self.socket.clone());
+        match uiot::Client::connect(local) {
+            Ok(c) => {
+                log::debug!("connected through the daemon at {}", self.socket.display());
+                Ok(c)
+            }
+            Err(uiot::Error::Unreachable(why)) if route == Route::Auto => {
+                log::debug!("{why}; connecting on its own");
+                Ok(uiot::Client::connect(self.options)?)
+            }
+            Err(uiot::Error::Refused(IdentifierRejected)) if route == Route::Auto => {
+                log::debug!("the daemon serves another device; connecting on its own");
+                Ok(uiot::Client::connect(self.options)?)
+            }
+            Err(uiot::Error::Refused(IdentifierRejected)) => {
+                Err(Failure::Uiot(uiot::Error::Unreachable(format!(
+                    "the uiot daemon at {} serves another device (check -c and [daemon] socket)",
+                    self.socket.display()
+                ))))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Loads the configuration and connects as its device along `route`.
+pub fn connect(config_flag: Option<PathBuf>, route: Route) -> Result<uiot::Client, Failure> {
+    load_options(config_flag)?.connect(route)
 }
 
 /// Starts logging to stderr: `RUST_LOG` if set, else warnings; `debug`

@@ -8,7 +8,7 @@
 //! subcommands import only `cli`, so no module imports one that imports it.
 
 use crate::cli::{Command, Failure};
-use crate::{check, command, event, help, property, publish, register, shadow, subscribe};
+use crate::{check, command, event, help, property, publish, register, run, shadow, subscribe};
 
 /// Every subcommand, in the order `uiot --help` lists them.
 pub const COMMANDS: &[Command] = &[
@@ -29,6 +29,13 @@ pub const COMMANDS: &[Command] = &[
         summary: "subscribe and print the messages that arrive",
         usage: subscribe::USAGE,
         run: subscribe::run,
+    },
+    Command {
+        name: "run",
+        summary:
+            "the board daemon: stay online, serve the local socket, run hooks and serial bridges",
+        usage: run::USAGE,
+        run: run::run,
     },
     Command {
         name: "register",

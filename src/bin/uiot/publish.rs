@@ -37,6 +37,9 @@ options:
                      connection; a refused line stops the input, and the
                      error names its line number and how many were sent
   -d, --debug        log every packet sent and received to stderr
+      --direct       connect on its own even when `uiot run` is running
+                     (that logs the daemon out: one login per device)
+      --via-daemon   go through `uiot run`'s local socket or fail (69)
   -h, --help         print this help
 
 Messages larger than the packet limit ([limits] max_packet, 256 KiB on UIoT
@@ -62,6 +65,7 @@ struct Args {
     qos: QoS,
     source: Source,
     debug: bool,
+    route: cli::Route,
 }
 
 fn set_source(s: Source, source: &mut Option<Source>) -> Result<(), Failure> {
@@ -77,6 +81,7 @@ fn set_source(s: Source, source: &mut Option<Source>) -> Result<(), Failure> {
 fn parse_args(args: &mut lexopt::Parser) -> Result<Args, Failure> {
     let (mut config, mut topic, mut qos, mut source, mut debug) =
         (None, None, QoS::AtMostOnce, None, false);
+    let mut route = cli::Route::Auto;
     while let Some(arg) = args.next()? {
         match arg {
             Short('c') | Long("config") => config = Some(PathBuf::from(args.value()?)),
@@ -99,7 +104,10 @@ fn parse_args(args: &mut lexopt::Parser) -> Result<Args, Failure> {
             Short('l') | Long("stdin-line") => set_source(Source::Lines, &mut source)?,
             Short('d') | Long("debug") => debug = true,
             Short('h') | Long("help") => return Err(Failure::Help),
-            other => return Err(other.unexpected().into()),
+            other => match cli::Route::flag(&other) {
+                Some(r) => route = r,
+                None => return Err(other.unexpected().into()),
+            },
         }
     }
     let topic = topic.ok_or_else(|| Failure::Usage("missing -t TOPIC".to_string()))?;
@@ -111,6 +119,7 @@ fn parse_args(args: &mut lexopt::Parser) -> Result<Args, Failure> {
         qos,
         source,
         debug,
+        route,
     })
 }
 
@@ -123,7 +132,8 @@ pub fn run(args: &mut lexopt::Parser) -> Result<(), Failure> {
         Source::Lines if input::stdin_closed() => return Err(input::closed_stdin("-l").into()),
         _ => {}
     }
-    let options = cli::load_options(a.config)?;
+    let target = cli::load_options(a.config)?;
+    let options = &target.options;
     // No payload can be larger than the packet limit; the library applies
     // the exact rule (headers and topic included) to every message.
     let limit = options.limits.max_packet;
@@ -135,7 +145,7 @@ pub fn run(args: &mut lexopt::Parser) -> Result<(), Failure> {
         Source::Stdin => Some(input::read_stdin(limit)?),
         Source::Lines => None,
     };
-    let client = uiot::Client::connect(options)?;
+    let client = target.connect(a.route)?;
     let topic = client.topic(&a.topic);
     let result = match single {
         Some(payload) => client

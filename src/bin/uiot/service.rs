@@ -27,6 +27,8 @@ pub enum Flag {
     Debug,
     /// `-h`
     Help,
+    /// `--direct` or `--via-daemon`
+    Route(cli::Route),
 }
 
 /// Flags every service subcommand takes.
@@ -38,6 +40,8 @@ pub struct Common {
     pub timeout: Option<Duration>,
     /// `-d`.
     pub debug: bool,
+    /// `--direct` / `--via-daemon`.
+    pub route: cli::Route,
 }
 
 /// The end of every service command's usage text: the help lines of
@@ -48,6 +52,9 @@ macro_rules! common_help {
         "  -c, --config FILE     the configuration file
                         (default: $UIOT_CONFIG if set, else /etc/uiot/uiot.ini)
   -d, --debug           log every packet sent and received to stderr
+      --direct          connect on its own even when `uiot run` is running
+                        (that logs the daemon out: one login per device)
+      --via-daemon      go through `uiot run`'s local socket or fail (69)
   -h, --help            print this help
 
 exit codes: 0 ok, 64 usage, 65 bad data, 69 broker unreachable or connection
@@ -65,6 +72,7 @@ impl Common {
             config: None,
             timeout: None,
             debug: false,
+            route: cli::Route::Auto,
         }
     }
 
@@ -76,7 +84,7 @@ impl Common {
             Short('W') | Long("timeout") => Some(Flag::Timeout),
             Short('d') | Long("debug") => Some(Flag::Debug),
             Short('h') | Long("help") => Some(Flag::Help),
-            _ => None,
+            other => cli::Route::flag(other).map(Flag::Route),
         }
     }
 
@@ -87,6 +95,7 @@ impl Common {
             Flag::Timeout => self.timeout = Some(cli::parse_seconds(args.value()?, "-W")?),
             Flag::Debug => self.debug = true,
             Flag::Help => return Err(Failure::Help),
+            Flag::Route(r) => self.route = r,
         }
         Ok(())
     }
@@ -95,7 +104,7 @@ impl Common {
     /// it first when only `product_secret` is configured).
     pub fn connect(&self) -> Result<uiot::Client, Failure> {
         cli::init_logging(self.debug);
-        cli::connect(self.config.clone())
+        cli::connect(self.config.clone(), self.route)
     }
 
     /// When `-W` runs out for the waiting commands (`None` without `-W`).

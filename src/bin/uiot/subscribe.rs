@@ -35,6 +35,9 @@ options:
   -v, --verbose         print 'topic payload' instead of the payload alone
   -N, --no-newline      do not print a newline after each message
   -d, --debug           log every packet sent and received to stderr
+      --direct          connect on its own even when `uiot run` is running
+                        (that logs the daemon out: one login per device)
+      --via-daemon      go through `uiot run`'s local socket or fail (69)
   -h, --help            print this help
 
 exit codes: 0 ok, 64 usage, 69 broker unreachable or connection lost,
@@ -49,6 +52,7 @@ struct Args {
     verbose: bool,
     newline: bool,
     debug: bool,
+    route: cli::Route,
 }
 
 /// Largest `-C`: more than any session will see.
@@ -64,6 +68,7 @@ fn parse_args(args: &mut lexopt::Parser) -> Result<Args, Failure> {
         verbose: false,
         newline: true,
         debug: false,
+        route: cli::Route::Auto,
     };
     while let Some(arg) = args.next()? {
         match arg {
@@ -82,6 +87,9 @@ fn parse_args(args: &mut lexopt::Parser) -> Result<Args, Failure> {
             Short('N') | Long("no-newline") => a.newline = false,
             Short('d') | Long("debug") => a.debug = true,
             Short('h') | Long("help") => return Err(Failure::Help),
+            ref other if cli::Route::flag(other).is_some() => {
+                a.route = cli::Route::flag(other).unwrap_or_default();
+            }
             other => return Err(other.unexpected().into()),
         }
     }
@@ -95,7 +103,7 @@ fn parse_args(args: &mut lexopt::Parser) -> Result<Args, Failure> {
 pub fn run(args: &mut lexopt::Parser) -> Result<(), Failure> {
     let a = parse_args(args)?;
     cli::init_logging(a.debug);
-    let client = cli::connect(a.config.clone())?;
+    let client = cli::connect(a.config.clone(), a.route)?;
     let result = receive(&client, &a);
     let closed = client.disconnect();
     result?;

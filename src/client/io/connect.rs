@@ -22,15 +22,18 @@ impl Io {
         let o = &shared.options;
         let deadline = later(Instant::now(), o.connect_timeout);
         let timeout_text = secs(o.connect_timeout);
-        let mut stream = transport::connect(
-            &o.host,
-            o.port,
-            self.tls.as_ref(),
-            o.keep_alive,
-            deadline,
-            &mut self.poll,
-            SOCKET,
-        )?;
+        let mut stream = match &o.local_socket {
+            Some(path) => transport::connect_unix(path)?,
+            None => transport::connect(
+                &o.host,
+                o.port,
+                self.tls.as_ref(),
+                o.keep_alive,
+                deadline,
+                &mut self.poll,
+                SOCKET,
+            )?,
+        };
         stream.register(&self.poll, SOCKET).map_err(|e| Error::Io {
             context: "registering the socket".into(),
             source: e,
