@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 mod child;
 mod tail;
+#[cfg(test)]
+mod tests;
 mod watchdog;
 
 /// Stack of a worker thread, which also runs each job's `done`: keep heavy
