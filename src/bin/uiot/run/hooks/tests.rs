@@ -343,3 +343,12 @@ fn hooks_shutdown_waits_then_kills_and_drops_the_queue() {
         assert_eq!(o.exit, HookExit::NotStarted("shutting down".into()));
     }
 }
+
+#[test]
+fn hooks_runner_can_be_shared_by_dispatch_threads() {
+    fn shared<T: Send + Sync>() {}
+    fn sent<T: Send>() {}
+    shared::<HookRunner>();
+    // Not Sync: it hands back the job, whose `done` need only be Send.
+    sent::<Rejected>();
+}
