@@ -41,7 +41,8 @@ pub struct HookLimits {
     /// Jobs waiting for a free slot before [`HookRunner::submit`] rejects
     /// more (default 64).
     pub max_queued: usize,
-    /// How long a hook may run before it gets SIGTERM (default 30 s).
+    /// How long a hook may run before it gets SIGTERM (default 30 s; one
+    /// too long to represent, such as `Duration::MAX`, never expires).
     pub timeout: Duration,
     /// How long after SIGTERM it gets SIGKILL (default 5 s).
     pub grace: Duration,

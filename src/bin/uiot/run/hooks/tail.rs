@@ -67,6 +67,7 @@ impl Tail {
     }
 
     /// Whether bytes were dropped so far.
+    #[cfg(test)]
     pub(super) fn cut(&self) -> bool {
         self.cut
     }
