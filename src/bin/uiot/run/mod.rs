@@ -8,6 +8,7 @@
 //! Must not touch: the library's client, the other subcommands.
 
 mod daemon;
+pub mod hooks;
 pub mod relay;
 mod services;
 mod session;
