@@ -43,8 +43,12 @@ fn main() -> ExitCode {
 /// uiot either. Set for this process only, before any thread starts. A
 /// command that starts other programs must give them the original value.
 fn skip_system_ca_store() {
+    let _ = ORIGINAL_SSL_CERT_FILE.set(std::env::var("SSL_CERT_FILE").ok());
     std::env::set_var("SSL_CERT_FILE", "/dev/null");
 }
+
+/// `SSL_CERT_FILE` as uiot found it, for the programs it starts (hooks).
+pub static ORIGINAL_SSL_CERT_FILE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 /// Dispatches the command line and returns the exit code.
 fn run(args: &mut lexopt::Parser) -> u8 {

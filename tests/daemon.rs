@@ -1,0 +1,493 @@
+//! `uiot run` against a real Mosquitto (and `uiot-sim`): the local socket
+//! (pub and sub through the daemon on its one login, two scripts at once,
+//! `--via-daemon` / `--direct`, a malformed frame, a peer without
+//! permission), the hooks (on_message with its environment and stdin,
+//! on_command and on_shadow_desired answering the simulated cloud, a
+//! hanging hook killed at its limit), signals (SIGTERM: a clean stop;
+//! SIGHUP: a good and a bad reload) and refused credentials (no exit).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::sim::Sim;
+use support::{Broker, Device, TempDir};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn uiot(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_uiot"))
+        .args(args)
+        .env_remove("UIOT_CONFIG")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A config for `d` with the daemon's socket in `dir` and `extra` sections.
+fn config(dir: &Path, broker: &Broker, d: &Device, extra: &str) -> PathBuf {
+    let path = dir.join("uiot.ini");
+    std::fs::write(
+        &path,
+        format!(
+            "[device]\nproduct_sn = {}\ndevice_sn = {}\ndevice_secret = {}\n\
+             [connection]\nhost = 127.0.0.1\nport = {}\ntls = false\nconnect_timeout = 3\n\
+             [reconnect]\nmin = 1\nmax = 2\n\
+             [daemon]\nsocket = {}\n{extra}",
+            d.product_sn,
+            d.device_sn,
+            d.secret,
+            broker.port(),
+            dir.join("run/uiot.sock").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// A running `uiot run`, its stderr collected.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(cfg: &Path) -> Daemon {
+        Daemon::start_with(cfg, &[])
+    }
+
+    fn start_with(cfg: &Path, env: &[(&str, &Path)]) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_uiot"))
+            .args(["run", "-c", cfg.to_str().unwrap()])
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
+            .env_remove("UIOT_CONFIG")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines() {
+                let Ok(l) = l else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&l);
+                s.push('\n');
+            }
+        });
+        let d = Daemon { child, log };
+        d.wait_log("local socket", WAIT);
+        d
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon never logged {needle:?}; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn logins(broker: &Broker, d: &Device) -> usize {
+    broker.log_count(&format!("as {} (", d.client_id()))
+}
+
+#[test]
+fn commands_share_the_daemons_login_and_on_message_gets_env_and_stdin() {
+    let Some(broker) = support::broker() else {
+        return;
+    };
+    let d = broker.device(0);
+    let dir = TempDir::new("daemon-socket");
+    let hook = dir.path().join("on_message.sh");
+    let seen = dir.path().join("seen");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\n{{ echo \"$UIOT_EVENT $UIOT_TOPIC $UIOT_QOS $UIOT_DEVICE_SN\"; cat; echo; }} >> '{}'\n", seen.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = config(
+        dir.path(),
+        &broker,
+        &d,
+        &format!(
+            "[subscribe]\ntopics = set\n[hooks]\non_message = {}\n",
+            hook.display()
+        ),
+    );
+    let cfg_s = cfg.to_str().unwrap();
+    let daemon = Daemon::start(&cfg);
+    let observer = broker.observer(&d.topic("upload"));
+    // Two scripts at once, through the daemon.
+    let c1 = cfg_s.to_string();
+    let c2 = cfg_s.to_string();
+    let a = std::thread::spawn(move || {
+        uiot(&["pub", "-c", &c1, "-t", "upload", "-q", "1", "-m", "one"])
+    });
+    let b = std::thread::spawn(move || {
+        uiot(&["pub", "-c", &c2, "-t", "upload", "-q", "1", "-m", "two"])
+    });
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    assert_eq!(a.status.code(), Some(0), "{}", text(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", text(&b));
+    let got = observer.wait_for(2, WAIT);
+    assert_eq!(got.len(), 2);
+    // sub through the daemon gets a cloud message; on_message sees it too.
+    let c = cfg_s.to_string();
+    let sub = std::thread::spawn(move || {
+        uiot(&["sub", "-c", &c, "-t", "set", "-C", "1", "-W", "10", "-v"])
+    });
+    // uiot sub prints nothing before its first message: give it time to subscribe.
+    std::thread::sleep(Duration::from_millis(500));
+    broker.cloud_publish(&d.topic("set"), "{\"led\":1}", 1);
+    let sub = sub.join().unwrap();
+    assert_eq!(sub.status.code(), Some(0), "{}", text(&sub));
+    assert!(
+        String::from_utf8_lossy(&sub.stdout).contains("{\"led\":1}"),
+        "{}",
+        text(&sub)
+    );
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&seen)
+        .unwrap_or_default()
+        .contains("led")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "on_message never ran; daemon log:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        seen.starts_with(&format!(
+            "message {} 1 {}\n{{\"led\":1}}",
+            d.topic("set"),
+            d.device_sn
+        )),
+        "{seen}"
+    );
+    // One login all along: nobody kicked the daemon.
+    assert_eq!(logins(&broker, &d), 1, "{}", broker.log());
+    assert!(
+        !daemon.log().contains("connection lost"),
+        "{}",
+        daemon.log()
+    );
+    // A topic of another device is still refused before it is sent.
+    let o = uiot(&[
+        "pub",
+        "-c",
+        cfg_s,
+        "-t",
+        "/otherproduct/otherdev/upload",
+        "-m",
+        "x",
+    ]);
+    assert_eq!(o.status.code(), Some(77), "{}", text(&o));
+}
+
+#[test]
+fn malformed_frames_and_peers_without_permission_are_refused_alone() {
+    let Some(broker) = support::broker() else {
+        return;
+    };
+    let d = broker.device(1);
+    let dir = TempDir::new("daemon-bad-peer");
+    let cfg = config(dir.path(), &broker, &d, "");
+    let cfg_s = cfg.to_str().unwrap();
+    let daemon = Daemon::start(&cfg);
+    let socket = dir.path().join("run/uiot.sock");
+    // Garbage: that connection is closed, the daemon goes on.
+    let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    s.write_all(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    daemon.wait_log("malformed packet", WAIT);
+    let o = uiot(&[
+        "pub",
+        "-c",
+        cfg_s,
+        "-t",
+        "upload",
+        "-q",
+        "1",
+        "-m",
+        "after",
+        "--via-daemon",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Another user, not in the socket's group: refused (77), logged.
+    if rustix_is_root() {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("run"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_uiot"))
+            .args([
+                "pub",
+                "-c",
+                cfg_s,
+                "-t",
+                "upload",
+                "-m",
+                "x",
+                "--via-daemon",
+            ])
+            .env_remove("UIOT_CONFIG")
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(77), "{}", text(&o));
+        daemon.wait_log("may not use the socket", WAIT);
+    } else {
+        eprintln!("SKIP the other-user case: not running as root");
+    }
+    // --via-daemon without a daemon: 69; --direct always works.
+    drop(daemon);
+    let o = uiot(&[
+        "pub",
+        "-c",
+        cfg_s,
+        "-t",
+        "upload",
+        "-m",
+        "x",
+        "--via-daemon",
+    ]);
+    assert_eq!(o.status.code(), Some(69), "{}", text(&o));
+    let o = uiot(&["pub", "-c", cfg_s, "-t", "upload", "-m", "x", "--direct"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+fn rustix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
+}
+
+#[test]
+fn hooks_answer_commands_and_apply_desired_values_from_the_cloud() {
+    let Some(broker) = support::broker() else {
+        return;
+    };
+    let mut sim = Sim::start(&broker, &[]);
+    let d = broker.device(0);
+    let dir = TempDir::new("daemon-hooks");
+    let hooks = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/hooks");
+    let slow = dir.path().join("slow.sh");
+    std::fs::write(&slow, "#!/bin/sh\nexec sleep 60\n").unwrap();
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = config(
+        dir.path(),
+        &broker,
+        &d,
+        &format!(
+            "[hooks]\non_command = {hooks}/on_command.sh\non_shadow_desired = {hooks}/on_shadow_desired.sh\n\
+             on_property_set = {}\ntimeout = 1\n",
+            slow.display()
+        ),
+    );
+    // The example hooks keep their state here instead of /run/uiot.
+    let daemon = Daemon::start_with(&cfg, &[("UIOT_HOOK_STATE_DIR", dir.path())]);
+    std::thread::sleep(Duration::from_millis(500));
+    let (psn, dsn) = (&d.product_sn, &d.device_sn);
+    sim.send(&format!("command {psn} {dsn} set_led {{\"state\": 1}}"));
+    let r = sim.expect("the command reply", |l| {
+        l["sim"] == "reply" && l["Identifier"] == "set_led"
+    });
+    assert_eq!(
+        (
+            r["RetCode"].clone(),
+            r["Output"].clone(),
+            r["matched"].clone()
+        ),
+        (json!(0), json!({"state": 1}), json!(true)),
+        "{}",
+        daemon.log()
+    );
+    sim.send(&format!("command {psn} {dsn} selfdestruct {{}}"));
+    let r = sim.expect("the refusal", |l| {
+        l["sim"] == "reply" && l["Identifier"] == "selfdestruct"
+    });
+    assert_eq!(r["RetCode"], 1);
+    assert!(
+        r["Output"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown command"),
+        "{r}"
+    );
+    // Desired values: the hook applies them, the daemon clears them.
+    sim.send(&format!("desired {psn} {dsn} {{\"interval\": 30}}"));
+    let cleared = |l: &serde_json::Value| l["request"] == "shadow/upstream" && l["RetCode"] == 0;
+    sim.expect("the desired values cleared", cleared);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("interval"))
+            .unwrap()
+            .trim(),
+        "30"
+    );
+    sim.send(&format!("state {psn} {dsn}"));
+    let st = sim.expect("the state", |l| l["sim"] == "state");
+    assert_eq!(st["state"]["Shadow"]["State"]["Desired"], json!({}));
+    assert_eq!(st["state"]["Shadow"]["State"]["Reported"]["interval"], 30);
+    // A hanging hook is killed at its limit (1 s) and answered 130.
+    let t = Instant::now();
+    sim.send(&format!("set {psn} {dsn} {{\"power\": 1}}"));
+    let r = sim.expect("the set reply", |l| l["sim"] == "reply" && l["to"] == "set");
+    assert_eq!(r["RetCode"], 130, "{}", daemon.log());
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    // The CLI works through the daemon beside the daemon's own shadow.
+    let o = uiot(&["shadow", "get", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("\"interval\":30"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(logins(&broker, &d), 1, "one login");
+}
+
+#[test]
+fn signals_stop_cleanly_and_reload_and_refusals_do_not_end_the_daemon() {
+    let Some(broker) = support::broker() else {
+        return;
+    };
+    let d = broker.device(2);
+    let dir = TempDir::new("daemon-signals");
+    let cfg = config(dir.path(), &broker, &d, "");
+    let mut daemon = Daemon::start(&cfg);
+    // A bad reload keeps the old configuration.
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{good}[subscribe]\ntopics = a/#/b\n")).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_log("keeping the old one", WAIT);
+    // A good one restarts the socket and subscribes, without reconnecting.
+    std::fs::write(&cfg, format!("{good}[subscribe]\ntopics = set\n")).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_log("subscribed to", WAIT);
+    assert_eq!(logins(&broker, &d), 1, "reloaded without a new login");
+    let o = uiot(&[
+        "pub",
+        "-c",
+        cfg.to_str().unwrap(),
+        "-t",
+        "upload",
+        "-m",
+        "x",
+        "--via-daemon",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // SIGTERM: DISCONNECT and exit 0; the socket is gone.
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(WAIT), Some(0), "{}", daemon.log());
+    assert!(daemon.log().contains("stopped"));
+    assert!(!dir.path().join("run/uiot.sock").exists());
+    assert!(broker.wait_for_log(&format!("Received DISCONNECT from {}", d.client_id()), WAIT));
+    // Refused credentials: logged, retried, the daemon stays up.
+    let wrong = good.replace(
+        &format!("device_secret = {}", d.secret),
+        "device_secret = wrongsecret00000",
+    );
+    std::fs::write(&cfg, &wrong).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_uiot"))
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the daemon must not exit on a refused login"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("login refused"), "{err}");
+    // A bad configuration at start: 78.
+    std::fs::write(&cfg, "[device]\nproduct_sn = x\n").unwrap();
+    let o = uiot(&["run", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+}
