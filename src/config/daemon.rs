@@ -1,7 +1,7 @@
 //! The sections only `uiot run` (the board daemon) uses, and the one every
 //! command reads to find it: `[daemon]` (the local socket), `[subscribe]`
 //! (topics the daemon keeps subscribed), `[hooks]` (executables run on
-//! events, with their limits).
+//! events, with their limits), `[metrics]` (board health as properties).
 //!
 //! Owns: the keys of those sections, their defaults and ranges.
 //! Must not touch: sockets, processes, threads (the daemon in
@@ -266,6 +266,97 @@ impl Section for HooksConfig {
         w.key("max_running", self.max_running);
         w.key("max_queued", self.max_queued);
         w.key("max_output", self.max_output);
+    }
+}
+
+/// `[metrics]`: board health posted by `uiot run` as thing model
+/// properties every `interval` (0: off). Each other key names the property
+/// a reading is posted as (empty: not posted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// How often (0: never).
+    pub interval: Duration,
+    /// Property names, in [`METRICS`] order: uptime (s), load (1-minute
+    /// load average), mem_free (KiB available), disk_free (KiB free where
+    /// the queue is, else /), link_restarts (reconnects since start),
+    /// queue_depth (QoS 1 messages on disk awaiting their PUBACK).
+    pub names: [String; 6],
+}
+
+/// The readings `[metrics]` can post, as their keys.
+pub const METRICS: [&str; 6] = [
+    "uptime",
+    "load",
+    "mem_free",
+    "disk_free",
+    "link_restarts",
+    "queue_depth",
+];
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            interval: Duration::ZERO,
+            names: METRICS.map(String::from),
+        }
+    }
+}
+
+fn parse_identifier(v: &str) -> Result<String, String> {
+    let ok = v.is_empty()
+        || (v.len() <= 32
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !v.starts_with(|c: char| c.is_ascii_digit()));
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err("must be a thing model identifier (letters, digits, '_', not starting with a digit, at most 32), or empty to leave it out".into())
+    }
+}
+
+impl Section for MetricsConfig {
+    const NAME: &'static str = "metrics";
+    const KEYS: &'static [Key] = &[
+        Key::plain("interval"),
+        Key::plain("uptime"),
+        Key::plain("load"),
+        Key::plain("mem_free"),
+        Key::plain("disk_free"),
+        Key::plain("link_restarts"),
+        Key::plain("queue_depth"),
+    ];
+
+    fn read(r: &mut Reader<'_, '_>) -> Option<Self> {
+        let d = MetricsConfig::default();
+        let range = Duration::ZERO..=Duration::from_secs(24 * 3600);
+        let interval = r.seconds("interval", d.interval, &range, "(0: off)");
+        let mut names = d.names.clone();
+        let mut ok = true;
+        for (i, key) in METRICS.iter().enumerate() {
+            match r
+                .value(key, parse_identifier)
+                .or(METRICS.get(i).map(|m| m.to_string()).unwrap_or_default())
+            {
+                Some(n) => {
+                    if let Some(slot) = names.get_mut(i) {
+                        *slot = n;
+                    }
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(())?;
+        Some(MetricsConfig {
+            interval: interval?,
+            names,
+        })
+    }
+
+    fn write(&self, w: &mut Writer) {
+        w.key("interval", self.interval.as_secs());
+        for (key, name) in METRICS.iter().zip(&self.names) {
+            w.key(key, name);
+        }
     }
 }
 

@@ -88,7 +88,9 @@ mod tests {
              \n[hooks]\n# on_connect is not set: none\n# on_disconnect is not set: none\n\
              # on_message is not set: none\n# on_command is not set: none\n\
              # on_property_set is not set: none\n# on_shadow_desired is not set: none\n\
-             # on_ota is not set: none\ntimeout = 30\nmax_running = 4\nmax_queued = 64\nmax_output = 65536\n"
+             # on_ota is not set: none\ntimeout = 30\nmax_running = 4\nmax_queued = 64\nmax_output = 65536\n\
+             \n[metrics]\ninterval = 0\nuptime = uptime\nload = load\nmem_free = mem_free\n\
+             disk_free = disk_free\nlink_restarts = link_restarts\nqueue_depth = queue_depth\n"
         );
         // What `effective()` prints reads back to the same settings (secrets aside).
         let mut c = ok(&minimal());

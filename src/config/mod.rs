@@ -8,7 +8,7 @@
 //! - `reader`: the `Section` trait and the per-key reader every section uses;
 //! - `secret`: [`Secret`], [`SecretSource`], reading `secret_file`;
 //! - `device`, `connection`, `limits`, `reconnect`, `queue`: one per section;
-//! - `daemon`: `[daemon]`, `[subscribe]`, `[hooks]` (for `uiot run`);
+//! - `daemon`: `[daemon]`, `[subscribe]`, `[hooks]`, `[metrics]` (for `uiot run`);
 //! - `effective`: the `effective()` rendering shown by `uiot check`.
 //!
 //! Must not touch: sockets, threads, logging, process exit codes, the
@@ -45,7 +45,9 @@ mod test_util;
 
 pub use crate::error::ConfigError;
 pub use connection::{ConnectionConfig, MAX_CA_FILE};
-pub use daemon::{DaemonConfig, HooksConfig, SubscribeConfig, DEFAULT_SOCKET};
+pub use daemon::{
+    DaemonConfig, HooksConfig, MetricsConfig, SubscribeConfig, DEFAULT_SOCKET, METRICS,
+};
 pub use device::DeviceConfig;
 pub(crate) use secret::parse_secret;
 pub use secret::{read_secret_file, Secret, SecretSource, MAX_SECRET_FILE, MAX_SECRET_LEN};
@@ -116,6 +118,8 @@ sections! {
     subscribe: SubscribeConfig,
     /// `[hooks]`: executables `uiot run` runs on events.
     hooks: HooksConfig,
+    /// `[metrics]`: board health `uiot run` posts as properties.
+    metrics: MetricsConfig,
 }
 
 impl Config {

@@ -199,8 +199,8 @@ mod tests {
         assert_eq!(
             p,
             vec![
-                "uiot.ini: [conection]: unknown section; did you mean [connection]? known sections: [device], [connection], [limits], [reconnect], [queue], [daemon], [subscribe], [hooks]",
-                "uiot.ini: [serail]: unknown section; known sections: [device], [connection], [limits], [reconnect], [queue], [daemon], [subscribe], [hooks]",
+                "uiot.ini: [conection]: unknown section; did you mean [connection]? known sections: [device], [connection], [limits], [reconnect], [queue], [daemon], [subscribe], [hooks], [metrics]",
+                "uiot.ini: [serail]: unknown section; known sections: [device], [connection], [limits], [reconnect], [queue], [daemon], [subscribe], [hooks], [metrics]",
             ]
         );
         assert_eq!(

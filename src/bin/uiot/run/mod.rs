@@ -9,6 +9,7 @@
 
 mod daemon;
 pub mod hooks;
+mod metrics;
 pub mod relay;
 mod services;
 mod session;

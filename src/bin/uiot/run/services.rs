@@ -20,7 +20,7 @@
 //! hook is run (`hooks`).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -76,6 +76,8 @@ impl Base {
 /// The daemon's own services over one connection.
 pub struct Services {
     runner: Arc<HookRunner>,
+    /// Reconnects since start (for `[metrics] link_restarts`).
+    restarts: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     local: Option<Client>,
@@ -109,12 +111,14 @@ impl Services {
         }
         let mut s = Services {
             runner,
+            restarts: Arc::new(AtomicU64::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
             local: None,
         };
         s.subscribe(config, client, relay, &base);
         s.events(config, client, &base);
+        s.metrics(config, client);
         if h.on_command.is_some() || h.on_property_set.is_some() || h.on_shadow_desired.is_some() {
             s.platform(config, client, &base);
         }
@@ -168,6 +172,7 @@ impl Services {
             base.clone(),
             Arc::clone(&self.stop),
         );
+        let restarts = Arc::clone(&self.restarts);
         self.spawn("uiot-events", move || {
             while !stop.load(Ordering::SeqCst) {
                 let Some(e) = events.recv_timeout(TICK) else { continue };
@@ -177,6 +182,7 @@ impl Services {
                         (&on_connect, "connect", Vec::new())
                     }
                     Event::Disconnected(why) => {
+                        restarts.fetch_add(1, Ordering::Relaxed);
                         log::warn!("connection lost: {why}; reconnecting");
                         (&on_disconnect, "disconnect", vec![("UIOT_REASON".into(), why)])
                     }
@@ -196,6 +202,33 @@ impl Services {
                 if let Some(p) = hook {
                     let _ = runner.submit(base.job(&format!("on_{event}"), p, event, extra, Vec::new()));
                 }
+            }
+        });
+    }
+
+    /// `[metrics]`: a post every interval (off at 0).
+    fn metrics(&mut self, config: &Config, client: &Client) {
+        let interval = config.metrics.interval;
+        if interval.is_zero() {
+            return;
+        }
+        let (m, client, stop) = (
+            config.metrics.clone(),
+            client.clone(),
+            Arc::clone(&self.stop),
+        );
+        let (dir, restarts) = (config.queue.dir.clone(), Arc::clone(&self.restarts));
+        self.spawn("uiot-metrics", move || {
+            let mut n: u64 = 0;
+            let mut next = std::time::Instant::now();
+            while !stop.load(Ordering::SeqCst) {
+                if std::time::Instant::now() >= next {
+                    n = n.wrapping_add(1);
+                    super::metrics::post(&m, &client, dir.as_deref(), &restarts, n);
+                    let now = std::time::Instant::now();
+                    next = now.checked_add(interval).unwrap_or(now);
+                }
+                std::thread::sleep(TICK);
             }
         });
     }
