@@ -16,6 +16,7 @@ mod input;
 mod property;
 mod publish;
 mod register;
+mod run;
 mod service;
 mod shadow;
 mod subscribe;
