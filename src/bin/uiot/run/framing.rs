@@ -477,7 +477,7 @@ mod tests {
             let mut f = Framer::new(framing, 32);
             let mut out = Vec::new();
             for i in 0..2000u32 {
-                let junk: Vec<u8> = (0..97u32).map(|j| (i ^ j) as u8 | 1).collect();
+                let junk: Vec<u8> = (0..97u32).map(|j| (i ^ j).to_le_bytes()[0] | 1).collect();
                 f.push(&junk, &mut out);
                 assert!(f.buf.capacity() <= 33, "{framing:?}");
                 assert!(out.iter().all(|fr| fr.len() <= 32), "{framing:?}");
