@@ -11,7 +11,7 @@
 //! (its loader fills [`SerialSettings`], using the `FromStr` impls here).
 
 use std::fmt;
-use std::io::{self, Read as _, Write as _};
+use std::io;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 use serialport::SerialPort;
 
 use super::framing::{encode_downlink, Framer, Framing};
+
+/// An open port (reads and writes through its supertraits).
+type Port = Box<dyn SerialPort>;
 
 /// Longest wait of either thread before it looks at the stop flag: the read
 /// timeout of the port, the downlink queue's receive timeout and the slice
@@ -200,7 +203,7 @@ struct Shared {
     dropped_down: AtomicU64,
     reopens: AtomicU64,
     /// The writer's clone of the open port; `None` while it is closed.
-    writer_port: Mutex<Option<Box<dyn SerialPort>>>,
+    writer_port: Mutex<Option<Port>>,
 }
 
 impl Shared {
@@ -208,7 +211,7 @@ impl Shared {
         self.stop.load(Ordering::Relaxed)
     }
 
-    fn writer_port(&self) -> MutexGuard<'_, Option<Box<dyn SerialPort>>> {
+    fn writer_port(&self) -> MutexGuard<'_, Option<Port>> {
         self.writer_port
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -420,7 +423,7 @@ fn sleep_unless_stopped(shared: &Shared, total: Duration) {
 }
 
 /// Opens and configures the port; returns it and a clone for the writer.
-fn open(s: &SerialSettings) -> Result<(Box<dyn SerialPort>, Box<dyn SerialPort>), String> {
+fn open(s: &SerialSettings) -> Result<(Port, Port), String> {
     let data_bits = match s.data_bits {
         5 => serialport::DataBits::Five,
         6 => serialport::DataBits::Six,

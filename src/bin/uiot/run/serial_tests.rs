@@ -15,6 +15,7 @@
 
 use super::*;
 use std::fs::File;
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::sync::mpsc::Receiver;
