@@ -11,6 +11,10 @@
 use std::fmt;
 use std::time::Duration;
 
+/// The largest `max_frame` a [`Framer`] uses (1 MiB); larger values are
+/// lowered to it, so no setting can make its one buffer unbounded.
+pub const MAX_FRAME_LIMIT: usize = 1 << 20;
+
 /// How the byte stream of a serial port is cut into frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
@@ -67,9 +71,9 @@ pub struct Framer {
 
 impl Framer {
     /// A framer for `framing` whose frames are at most `max_frame` bytes
-    /// (at least 1 is used).
+    /// (clamped to 1..=[`MAX_FRAME_LIMIT`]).
     pub fn new(framing: Framing, max_frame: usize) -> Framer {
-        let max_frame = max_frame.max(1);
+        let max_frame = max_frame.clamp(1, MAX_FRAME_LIMIT);
         Framer {
             framing,
             max_frame,
@@ -500,6 +504,13 @@ mod tests {
         let (out, cut) = both_ways(Framing::Line, 0, b"ab\n");
         assert_eq!(out, v(&[b"a"]));
         assert_eq!(cut, 1);
+    }
+
+    #[test]
+    fn huge_max_frame_is_clamped() {
+        let f = Framer::new(Framing::Idle(IDLE), usize::MAX);
+        assert_eq!(f.max_frame, MAX_FRAME_LIMIT);
+        assert!(f.buf.capacity() <= MAX_FRAME_LIMIT + 1);
     }
 
     #[test]

@@ -145,7 +145,8 @@ pub struct SerialSettings {
     pub flow_control: FlowControl,
     /// How the uplink byte stream is cut into frames.
     pub framing: Framing,
-    /// Longest uplink frame in bytes; longer ones are cut (see `framing`).
+    /// Longest uplink frame in bytes; longer ones are cut (see `framing`;
+    /// at most 1 MiB is used).
     pub max_frame: usize,
     /// Bytes written after each downlink frame (not with `Length` framing).
     pub downlink_suffix: Vec<u8>,
