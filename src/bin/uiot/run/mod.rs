@@ -8,9 +8,11 @@
 //! Must not touch: the library's client, the other subcommands.
 
 mod daemon;
+pub mod framing;
 pub mod hooks;
 mod metrics;
 pub mod relay;
+pub mod serial;
 mod services;
 mod session;
 

@@ -1,0 +1,584 @@
+//! One serial port bridged to frames: a reader thread (port → [`Framer`]
+//! → uplink callback) and a writer thread (bounded downlink queue →
+//! [`encode_downlink`] → port), with reopening when the port is absent or
+//! vanishes (USB unplugged).
+//!
+//! Owns: opening and configuring the port, the two threads, the reopen
+//! loop and its log lines, the downlink queue, the counters in
+//! [`SerialStats`], stopping.
+//! Must not touch: how bytes become frames (`framing`), what is done with
+//! a frame (the uplink callback; the daemon publishes it), the config file
+//! (its loader fills [`SerialSettings`], using the `FromStr` impls here).
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serialport::SerialPort;
+
+use super::framing::{encode_downlink, Framer, Framing};
+
+/// An open port (reads and writes through its supertraits).
+type Port = Box<dyn SerialPort>;
+
+/// Longest wait of either thread before it looks at the stop flag: the read
+/// timeout of the port, the downlink queue's receive timeout and the slice
+/// of the reopen wait.
+const POLL: Duration = Duration::from_millis(20);
+/// Downlink frames queued for the writer before [`DownlinkSender::send`]
+/// refuses.
+const QUEUE_FRAMES: usize = 64;
+/// Stack of the writer thread: it only encodes and writes.
+const TX_STACK: usize = 64 * 1024;
+/// Stack of the reader thread: it also runs the uplink callback. Stack
+/// pages cost memory only once touched.
+const RX_STACK: usize = 128 * 1024;
+/// One read from the port (on the heap, not the small stack).
+const READ_BUF: usize = 4096;
+/// How long one downlink frame may wait on a port that takes no bytes
+/// (flow control held off) before it is dropped.
+const WRITE_GIVE_UP: Duration = Duration::from_secs(2);
+
+/// Parity bit of each character.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parity {
+    /// No parity bit.
+    None,
+    /// Odd parity.
+    Odd,
+    /// Even parity.
+    Even,
+}
+
+/// Flow control of the port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowControl {
+    /// None.
+    None,
+    /// XON/XOFF in the data stream (so bytes 0x11 and 0x13 cannot be data).
+    Software,
+    /// RTS/CTS lines.
+    Hardware,
+}
+
+/// A word that is not one of the allowed values of a serial setting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadValue {
+    /// The setting: `parity` or `flow_control`.
+    pub setting: &'static str,
+    /// What was given.
+    pub got: String,
+    /// The allowed words, comma-separated.
+    pub allowed: &'static str,
+}
+
+impl fmt::Display for BadValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} `{}` is not one of: {}",
+            self.setting, self.got, self.allowed
+        )
+    }
+}
+
+impl std::error::Error for BadValue {}
+
+impl FromStr for Parity {
+    type Err = BadValue;
+
+    /// `none`, `odd` or `even`, in any case.
+    fn from_str(s: &str) -> Result<Parity, BadValue> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(Parity::None),
+            "odd" => Ok(Parity::Odd),
+            "even" => Ok(Parity::Even),
+            _ => Err(BadValue {
+                setting: "parity",
+                got: s.to_string(),
+                allowed: "none, odd, even",
+            }),
+        }
+    }
+}
+
+impl FromStr for FlowControl {
+    type Err = BadValue;
+
+    /// `none`, `software` or `hardware`, in any case.
+    fn from_str(s: &str) -> Result<FlowControl, BadValue> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(FlowControl::None),
+            "software" => Ok(FlowControl::Software),
+            "hardware" => Ok(FlowControl::Hardware),
+            _ => Err(BadValue {
+                setting: "flow_control",
+                got: s.to_string(),
+                allowed: "none, software, hardware",
+            }),
+        }
+    }
+}
+
+/// Everything about one bridged port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SerialSettings {
+    /// The port's name in logs and thread names.
+    pub name: String,
+    /// The device, e.g. `/dev/ttyUSB0` (a non-UTF-8 path is used lossily).
+    pub device: PathBuf,
+    /// Bits per second.
+    pub baud: u32,
+    /// 5, 6, 7 or 8 (anything else fails to open, with a warn line).
+    pub data_bits: u8,
+    /// Parity bit.
+    pub parity: Parity,
+    /// 1 or 2 (anything else fails to open, with a warn line).
+    pub stop_bits: u8,
+    /// Flow control.
+    pub flow_control: FlowControl,
+    /// How the uplink byte stream is cut into frames.
+    pub framing: Framing,
+    /// Longest uplink frame in bytes; longer ones are cut (see `framing`;
+    /// at most 1 MiB is used).
+    pub max_frame: usize,
+    /// Bytes written after each downlink frame (not with `Length` framing).
+    pub downlink_suffix: Vec<u8>,
+    /// Wait between attempts to open an absent or vanished port.
+    pub reopen_every: Duration,
+}
+
+impl SerialSettings {
+    /// 115200 8N1 without flow control, line framing, 4096-byte frames,
+    /// `\n` after each downlink frame, reopen every 2 s.
+    pub fn new(name: &str, device: impl Into<PathBuf>) -> SerialSettings {
+        SerialSettings {
+            name: name.to_string(),
+            device: device.into(),
+            baud: 115_200,
+            data_bits: 8,
+            parity: Parity::None,
+            stop_bits: 1,
+            flow_control: FlowControl::None,
+            framing: Framing::Line,
+            max_frame: 4096,
+            downlink_suffix: b"\n".to_vec(),
+            reopen_every: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Counters of a [`Bridge`], read with [`Bridge::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SerialStats {
+    /// Frames handed to the uplink callback.
+    pub frames_up: u64,
+    /// Downlink frames written to the port.
+    pub frames_down: u64,
+    /// Uplink frames cut to `max_frame`.
+    pub cut: u64,
+    /// Downlink frames dropped: port closed, write failed or timed out, or
+    /// too long for a length prefix. (Refused by a full queue is not
+    /// counted: `send` hands those back.)
+    pub dropped_down: u64,
+    /// Times the port was opened after a failed open or after it vanished.
+    pub reopens: u64,
+    /// Whether the port is open now.
+    pub open: bool,
+}
+
+/// The counters and the port handle shared by the bridge and its threads.
+#[derive(Default)]
+struct Shared {
+    stop: AtomicBool,
+    open: AtomicBool,
+    frames_up: AtomicU64,
+    frames_down: AtomicU64,
+    cut: AtomicU64,
+    dropped_down: AtomicU64,
+    reopens: AtomicU64,
+    /// The writer's clone of the open port; `None` while it is closed.
+    writer_port: Mutex<Option<Port>>,
+}
+
+impl Shared {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn writer_port(&self) -> MutexGuard<'_, Option<Port>> {
+        self.writer_port
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn bump(counter: &AtomicU64) -> u64 {
+    counter.fetch_add(1, Ordering::Relaxed).saturating_add(1)
+}
+
+/// The downlink queue was full (or the bridge stopped): the frame is
+/// handed back, not sent.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full(pub Vec<u8>);
+
+impl fmt::Display for Full {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "serial downlink queue full ({QUEUE_FRAMES} frames) or bridge stopped"
+        )
+    }
+}
+
+impl std::error::Error for Full {}
+
+/// Queues downlink frames for a [`Bridge`]'s writer thread; cheap to clone,
+/// usable from any thread.
+#[derive(Clone, Debug)]
+pub struct DownlinkSender {
+    tx: SyncSender<Vec<u8>>,
+}
+
+impl DownlinkSender {
+    /// Queues `payload` without blocking. The writer encodes it for the
+    /// framing (length prefix or suffix) and writes it if the port is
+    /// open; a frame whose turn comes while the port is closed is dropped,
+    /// counted in `dropped_down` and logged (a warn line when the reason
+    /// changes, so a long outage logs once). `Err` if 64 frames are
+    /// already waiting, or the bridge was stopped.
+    pub fn send(&self, payload: Vec<u8>) -> Result<(), Full> {
+        self.tx.try_send(payload).map_err(|e| match e {
+            TrySendError::Full(p) | TrySendError::Disconnected(p) => Full(p),
+        })
+    }
+}
+
+/// A running serial bridge; stopping it (or dropping it) ends its threads.
+pub struct Bridge {
+    shared: Arc<Shared>,
+    sender: DownlinkSender,
+    reader: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Bridge {
+    /// Starts the reader thread (`serial-NAME-rx`), which opens the port,
+    /// reopens it every `reopen_every` while it is absent, and calls
+    /// `uplink` with each frame; and the writer thread (`serial-NAME-tx`)
+    /// for [`Bridge::sender`]. `uplink` runs on the reader thread: while it
+    /// blocks, the port is not read (the kernel buffers a little). `Err`
+    /// only if a thread cannot be spawned.
+    pub fn start(
+        settings: SerialSettings,
+        uplink: Box<dyn FnMut(Vec<u8>) + Send>,
+    ) -> io::Result<Bridge> {
+        let settings = Arc::new(settings);
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = mpsc::sync_channel(QUEUE_FRAMES);
+        let mut bridge = Bridge {
+            shared: Arc::clone(&shared),
+            sender: DownlinkSender { tx },
+            reader: None,
+            writer: None,
+        };
+        let (s, sh) = (Arc::clone(&settings), Arc::clone(&shared));
+        bridge.reader = Some(
+            thread::Builder::new()
+                .name(format!("serial-{}-rx", settings.name))
+                .stack_size(RX_STACK)
+                .spawn(move || read_loop(&s, &sh, uplink))?,
+        );
+        // On an error here, dropping `bridge` stops the reader.
+        bridge.writer = Some(
+            thread::Builder::new()
+                .name(format!("serial-{}-tx", settings.name))
+                .stack_size(TX_STACK)
+                .spawn(move || write_loop(&settings, &shared, &rx))?,
+        );
+        Ok(bridge)
+    }
+
+    /// A handle that queues downlink frames.
+    pub fn sender(&self) -> DownlinkSender {
+        self.sender.clone()
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> SerialStats {
+        let s = &self.shared;
+        SerialStats {
+            frames_up: s.frames_up.load(Ordering::Relaxed),
+            frames_down: s.frames_down.load(Ordering::Relaxed),
+            cut: s.cut.load(Ordering::Relaxed),
+            dropped_down: s.dropped_down.load(Ordering::Relaxed),
+            reopens: s.reopens.load(Ordering::Relaxed),
+            open: s.open.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops both threads (each looks at the stop flag at least every
+    /// 20 ms, unless the uplink callback blocks) and waits for them; the
+    /// port is closed. Frames still queued are dropped.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for handle in [self.reader.take(), self.writer.take()]
+            .into_iter()
+            .flatten()
+        {
+            // A panicked thread has nothing left to clean up.
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Logs a warn line only when the reason differs from the last one logged.
+fn warn_once(last: &mut Option<String>, settings: &SerialSettings, what: &str, error: String) {
+    if last.as_deref() != Some(error.as_str()) {
+        log::warn!(
+            "serial {}: {} {what}: {error}",
+            settings.name,
+            settings.device.display()
+        );
+    }
+    *last = Some(error);
+}
+
+/// The reader thread: open, pump, and after a failure or loss wait
+/// `reopen_every` and open again, until stopped.
+fn read_loop(
+    settings: &SerialSettings,
+    shared: &Shared,
+    mut uplink: Box<dyn FnMut(Vec<u8>) + Send>,
+) {
+    let mut framer = Framer::new(settings.framing, settings.max_frame);
+    let mut buf = vec![0u8; READ_BUF];
+    // Why the port is not open, as last logged; `None` until a failure.
+    let mut last_error: Option<String> = None;
+    while !shared.stopped() {
+        match open(settings) {
+            Ok((mut port, writer_port)) => {
+                if last_error.take().is_some() {
+                    bump(&shared.reopens);
+                    log::info!(
+                        "serial {}: {} open again",
+                        settings.name,
+                        settings.device.display()
+                    );
+                } else {
+                    log::debug!(
+                        "serial {}: {} open",
+                        settings.name,
+                        settings.device.display()
+                    );
+                }
+                *shared.writer_port() = Some(writer_port);
+                shared.open.store(true, Ordering::Relaxed);
+                let lost = pump(
+                    settings,
+                    shared,
+                    port.as_mut(),
+                    &mut framer,
+                    &mut buf,
+                    &mut uplink,
+                );
+                shared.open.store(false, Ordering::Relaxed);
+                *shared.writer_port() = None;
+                framer.clear();
+                match lost {
+                    Some(error) => warn_once(&mut last_error, settings, "lost", error),
+                    None => return,
+                }
+            }
+            Err(error) => warn_once(&mut last_error, settings, "cannot open", error),
+        }
+        sleep_unless_stopped(shared, settings.reopen_every);
+    }
+}
+
+/// Sleeps `total` in slices of [`POLL`], returning early once stopped.
+fn sleep_unless_stopped(shared: &Shared, total: Duration) {
+    let until = Instant::now().checked_add(total);
+    while !shared.stopped() {
+        let left = match until {
+            Some(t) => t.saturating_duration_since(Instant::now()),
+            None => POLL,
+        };
+        if left.is_zero() {
+            return;
+        }
+        thread::sleep(left.min(POLL));
+    }
+}
+
+/// Opens and configures the port; returns it and a clone for the writer.
+fn open(s: &SerialSettings) -> Result<(Port, Port), String> {
+    let data_bits = match s.data_bits {
+        5 => serialport::DataBits::Five,
+        6 => serialport::DataBits::Six,
+        7 => serialport::DataBits::Seven,
+        8 => serialport::DataBits::Eight,
+        n => return Err(format!("data_bits {n} is not one of: 5, 6, 7, 8")),
+    };
+    let stop_bits = match s.stop_bits {
+        1 => serialport::StopBits::One,
+        2 => serialport::StopBits::Two,
+        n => return Err(format!("stop_bits {n} is not one of: 1, 2")),
+    };
+    let parity = match s.parity {
+        Parity::None => serialport::Parity::None,
+        Parity::Odd => serialport::Parity::Odd,
+        Parity::Even => serialport::Parity::Even,
+    };
+    let flow_control = match s.flow_control {
+        FlowControl::None => serialport::FlowControl::None,
+        FlowControl::Software => serialport::FlowControl::Software,
+        FlowControl::Hardware => serialport::FlowControl::Hardware,
+    };
+    // A read returns after this much silence, so idle ends a frame on time
+    // and the stop flag is seen.
+    let timeout = match s.framing.idle_time() {
+        Some(idle) => idle.clamp(Duration::from_millis(1), POLL),
+        None => POLL,
+    };
+    let port = serialport::new(s.device.to_string_lossy(), s.baud)
+        .data_bits(data_bits)
+        .parity(parity)
+        .stop_bits(stop_bits)
+        .flow_control(flow_control)
+        .timeout(timeout)
+        .open()
+        .map_err(|e| e.to_string())?;
+    let writer = port.try_clone().map_err(|e| e.to_string())?;
+    Ok((port, writer))
+}
+
+/// Reads the open port into the framer and hands out frames until the
+/// port fails (`Some(reason)`) or the bridge stops (`None`).
+fn pump(
+    settings: &SerialSettings,
+    shared: &Shared,
+    port: &mut dyn SerialPort,
+    framer: &mut Framer,
+    buf: &mut [u8],
+    uplink: &mut Box<dyn FnMut(Vec<u8>) + Send>,
+) -> Option<String> {
+    let idle_time = settings.framing.idle_time();
+    // When the last byte came, while the framer may hold a frame.
+    let mut last_byte: Option<Instant> = None;
+    let mut frames = Vec::new();
+    while !shared.stopped() {
+        match port.read(buf) {
+            // A hung-up tty reads as end of file.
+            Ok(0) => return Some("end of file (hung up)".to_string()),
+            Ok(n) => {
+                framer.push(buf.get(..n).unwrap_or_default(), &mut frames);
+                last_byte = Some(Instant::now());
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Some(e.to_string()),
+        }
+        if let (Some(idle), Some(at)) = (idle_time, last_byte) {
+            if at.elapsed() >= idle {
+                framer.idle(&mut frames);
+                last_byte = None;
+            }
+        }
+        shared.cut.store(framer.cut(), Ordering::Relaxed);
+        for frame in frames.drain(..) {
+            bump(&shared.frames_up);
+            uplink(frame);
+        }
+    }
+    None
+}
+
+/// The writer thread: takes queued frames and writes them while the port
+/// is open, until stopped.
+fn write_loop(settings: &SerialSettings, shared: &Shared, rx: &Receiver<Vec<u8>>) {
+    // Why the last frame was dropped, as last logged; `None` after a write.
+    let mut last_drop: Option<String> = None;
+    while !shared.stopped() {
+        let payload = match rx.recv_timeout(POLL) {
+            Ok(p) => p,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let result = match encode_downlink(&settings.framing, &payload, &settings.downlink_suffix) {
+            Ok(wire) => match shared.writer_port().as_mut() {
+                Some(port) => write_frame(shared, port.as_mut(), &wire),
+                None => Err("port closed".to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(()) => {
+                bump(&shared.frames_down);
+                last_drop = None;
+            }
+            Err(reason) => {
+                let n = bump(&shared.dropped_down);
+                if last_drop.as_deref() != Some(reason.as_str()) {
+                    log::warn!(
+                        "serial {}: {} downlink frame dropped ({reason}); {n} dropped so far",
+                        settings.name,
+                        settings.device.display()
+                    );
+                }
+                last_drop = Some(reason);
+            }
+        }
+    }
+}
+
+/// Writes all of `wire`, waiting at most [`WRITE_GIVE_UP`] for a port that
+/// takes no bytes. After a timeout part of the frame may have been written.
+fn write_frame(shared: &Shared, port: &mut dyn SerialPort, wire: &[u8]) -> Result<(), String> {
+    let start = Instant::now();
+    let mut rest = wire;
+    while !rest.is_empty() {
+        match port.write(rest) {
+            Ok(0) => return Err("port takes no bytes".to_string()),
+            Ok(n) => rest = rest.get(n..).unwrap_or_default(),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                if shared.stopped() {
+                    return Err("bridge stopping".to_string());
+                }
+                if start.elapsed() >= WRITE_GIVE_UP {
+                    return Err("write timed out".to_string());
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "serial_tests.rs"]
+mod tests;
