@@ -491,3 +491,71 @@ fn signals_stop_cleanly_and_reload_and_refusals_do_not_end_the_daemon() {
     let o = uiot(&["run", "-c", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(78), "{}", text(&o));
 }
+
+/// A pseudo-terminal: the test holds the master, the daemon opens the slave.
+fn pty() -> (std::fs::File, PathBuf) {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    let fd = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
+    grantpt(&fd).unwrap();
+    unlockpt(&fd).unwrap();
+    let name = ptsname(&fd, Vec::new()).unwrap();
+    // Non-blocking, so that a read that gets nothing cannot hang the test.
+    let flags = rustix::fs::fcntl_getfl(&fd).unwrap();
+    rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK).unwrap();
+    (
+        std::fs::File::from(fd),
+        PathBuf::from(name.into_string().unwrap()),
+    )
+}
+
+#[test]
+fn serial_lines_reach_the_cloud_and_downlink_messages_reach_the_port() {
+    let Some(broker) = support::broker() else {
+        return;
+    };
+    let d = broker.device(1);
+    let dir = TempDir::new("daemon-serial");
+    let (mut master, slave) = pty();
+    let cfg = config(
+        dir.path(),
+        &broker,
+        &d,
+        &format!(
+            "[serial.sensor]\ndevice = {}\nuplink_topic = serial/up\ndownlink_topic = serial/down\ndownlink_suffix = \\r\\n\n",
+            slave.display()
+        ),
+    );
+    let observer = broker.observer(&d.topic("serial/up"));
+    let daemon = Daemon::start(&cfg);
+    daemon.wait_log("serial sensor:", WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    master.write_all(b"t=21.5\r\nt=21.6\n\nh=40\n").unwrap();
+    let got = observer.wait_for(3, WAIT);
+    let payloads: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
+    assert_eq!(
+        payloads,
+        vec!["t=21.5", "t=21.6", "h=40"],
+        "{}",
+        daemon.log()
+    );
+    // Downlink: written to the port with the suffix.
+    std::thread::sleep(Duration::from_millis(300));
+    broker.cloud_publish(&d.topic("serial/down"), "led on", 1);
+    let mut buf = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while !buf.ends_with(b"led on\r\n") {
+        assert!(
+            Instant::now() < deadline,
+            "the port got {buf:?}; daemon log:\n{}",
+            daemon.log()
+        );
+        let mut chunk = [0u8; 64];
+        match std::io::Read::read(&mut master, &mut chunk) {
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}

@@ -18,11 +18,15 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn section<S: Section>(&mut self, s: &S) {
+        self.header(S::NAME);
+        s.write(self);
+    }
+    /// `[name]`, after a blank line.
+    pub(crate) fn header(&mut self, name: &str) {
         if !self.out.is_empty() {
             self.out.push('\n');
         }
-        let _ = writeln!(self.out, "[{}]", S::NAME);
-        s.write(self);
+        let _ = writeln!(self.out, "[{name}]");
     }
     pub(crate) fn key(&mut self, key: &str, value: impl fmt::Display) {
         let _ = writeln!(self.out, "{key} = {value}");

@@ -9,6 +9,7 @@
 //! - `secret`: [`Secret`], [`SecretSource`], reading `secret_file`;
 //! - `device`, `connection`, `limits`, `reconnect`, `queue`: one per section;
 //! - `daemon`: `[daemon]`, `[subscribe]`, `[hooks]`, `[metrics]` (for `uiot run`);
+//! - `serial`: `[serial]` and `[serial.NAME]`, which may come several times;
 //! - `effective`: the `effective()` rendering shown by `uiot check`.
 //!
 //! Must not touch: sockets, threads, logging, process exit codes, the
@@ -40,6 +41,7 @@ mod queue;
 mod reader;
 mod reconnect;
 mod secret;
+mod serial;
 #[cfg(test)]
 mod test_util;
 
@@ -51,6 +53,7 @@ pub use daemon::{
 pub use device::DeviceConfig;
 pub(crate) use secret::parse_secret;
 pub use secret::{read_secret_file, Secret, SecretSource, MAX_SECRET_FILE, MAX_SECRET_LEN};
+pub use serial::{SerialFraming, SerialPort, SerialPorts};
 
 use file::FileError;
 use reader::{Ctx, Key, Section};
@@ -91,12 +94,12 @@ macro_rules! sections {
         const SECTIONS: &[(&str, &[Key])] = &[ $( (<$ty as Section>::NAME, <$ty as Section>::KEYS), )+ ];
 
         fn read_sections(ctx: &mut Ctx<'_>, path: PathBuf) -> Option<Config> {
-            $( let $field = ctx.read::<$ty>(); )+
+            $( let $field = <$ty as Section>::read_all(ctx); )+
             Some(Config { path, $( $field: $field?, )+ warnings: Vec::new() })
         }
 
         fn write_sections(config: &Config, w: &mut effective::Writer) {
-            $( w.section(&config.$field); )+
+            $( config.$field.write_all(w); )+
         }
     };
 }
@@ -120,6 +123,8 @@ sections! {
     hooks: HooksConfig,
     /// `[metrics]`: board health `uiot run` posts as properties.
     metrics: MetricsConfig,
+    /// `[serial]` and `[serial.NAME]`: the serial bridges of `uiot run`.
+    serial: SerialPorts,
 }
 
 impl Config {

@@ -81,7 +81,12 @@ pub(crate) fn structure_problems(ini: &Ini, file: &str) -> Vec<String> {
                     continue;
                 }
                 seen_sections.push(name);
-                match SECTIONS.iter().find(|(s, _)| *s == name) {
+                // [serial.NAME]: another serial bridge, with [serial]'s keys.
+                let base = match name.split_once('.') {
+                    Some(("serial", rest)) if !rest.is_empty() => "serial",
+                    _ => name,
+                };
+                match SECTIONS.iter().find(|(s, _)| *s == base) {
                     None => {
                         let hint = suggest(name, SECTIONS.iter().map(|(s, _)| *s))
                             .map(|s| format!("did you mean [{s}]? "))
@@ -199,8 +204,8 @@ mod tests {
         assert_eq!(
             p,
             vec![
-                "uiot.ini: [conection]: unknown section; did you mean [connection]? known sections: [device], [connection], [limits], [reconnect], [queue], [daemon], [subscribe], [hooks], [metrics]",
-                "uiot.ini: [serail]: unknown section; known sections: [device], [connection], [limits], [reconnect], [queue], [daemon], [subscribe], [hooks], [metrics]",
+                "uiot.ini: [conection]: unknown section; did you mean [connection]? known sections: [device], [connection], [limits], [reconnect], [queue], [daemon], [subscribe], [hooks], [metrics], [serial]",
+                "uiot.ini: [serail]: unknown section; did you mean [serial]? known sections: [device], [connection], [limits], [reconnect], [queue], [daemon], [subscribe], [hooks], [metrics], [serial]",
             ]
         );
         assert_eq!(

@@ -73,6 +73,15 @@ pub(crate) trait Section: Sized {
     const KEYS: &'static [Key];
     /// Reads and validates the section; `None` when a problem was recorded.
     fn read(r: &mut Reader<'_, '_>) -> Option<Self>;
+    /// Reads it from the file (one section named [`Section::NAME`]; a
+    /// section that may come several times, `[NAME.x]`, overrides this).
+    fn read_all(ctx: &mut Ctx<'_>) -> Option<Self> {
+        ctx.read::<Self>()
+    }
+    /// Writes it into `effective()` (a header and [`Section::write`]).
+    fn write_all(&self, w: &mut Writer) {
+        w.section(self);
+    }
     /// Writes every setting, defaults filled in and secrets masked.
     fn write(&self, w: &mut Writer);
 }
@@ -91,18 +100,39 @@ pub(crate) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub(crate) fn read<S: Section>(&mut self) -> Option<S> {
+        self.read_named(S::NAME, S::KEYS, S::read)
+    }
+
+    /// Reads the section called `name` (e.g. `serial.gps`) with `keys` and `read`.
+    pub(crate) fn read_named<T>(
+        &mut self,
+        name: &'a str,
+        keys: &'static [Key],
+        read: impl FnOnce(&mut Reader<'_, 'a>) -> Option<T>,
+    ) -> Option<T> {
         let values: Vec<(&'a str, &'a str)> = self
             .ini
-            .section_all(Some(S::NAME))
+            .section_all(Some(name))
             .flat_map(|p| p.iter())
             .collect();
         let mut r = Reader {
             ctx: self,
-            section: S::NAME,
-            keys: S::KEYS,
+            section: name,
+            keys,
             values,
         };
-        S::read(&mut r)
+        read(&mut r)
+    }
+
+    /// The names of the file's sections, in file order, each once.
+    pub(crate) fn section_names(&self) -> Vec<&'a str> {
+        let mut names: Vec<&'a str> = Vec::new();
+        for n in self.ini.sections().flatten() {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        names
     }
 }
 
@@ -140,7 +170,7 @@ impl<T> Got<T> {
 /// Reads the keys of one section and records problems with full context.
 pub(crate) struct Reader<'c, 'a> {
     ctx: &'c mut Ctx<'a>,
-    section: &'static str,
+    section: &'a str,
     keys: &'static [Key],
     values: Vec<(&'a str, &'a str)>,
 }

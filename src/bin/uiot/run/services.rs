@@ -26,13 +26,15 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use uiot::config::Config;
+use uiot::config::{Config, SerialFraming};
 use uiot::platform::shadow::Shadow;
 use uiot::platform::thing::{Thing, ThingEvent, UNANSWERED};
-use uiot::{Client, Event, Message, Options};
+use uiot::{Client, Event, Message, Options, QoS};
 
+use super::framing::Framing;
 use super::hooks::{HookExit, HookJob, HookLimits, HookOutcome, HookRunner};
 use super::relay::Relay;
+use super::serial::{Bridge, SerialSettings};
 
 /// How often the service threads look at the stop flag.
 const TICK: Duration = Duration::from_millis(200);
@@ -76,6 +78,7 @@ impl Base {
 /// The daemon's own services over one connection.
 pub struct Services {
     runner: Arc<HookRunner>,
+    bridges: Vec<Bridge>,
     /// Reconnects since start (for `[metrics] link_restarts`).
     restarts: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -111,6 +114,7 @@ impl Services {
         }
         let mut s = Services {
             runner,
+            bridges: Vec::new(),
             restarts: Arc::new(AtomicU64::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
@@ -119,6 +123,7 @@ impl Services {
         s.subscribe(config, client, relay, &base);
         s.events(config, client, &base);
         s.metrics(config, client);
+        s.serial(config, client, relay);
         if h.on_command.is_some() || h.on_property_set.is_some() || h.on_shadow_desired.is_some() {
             s.platform(config, client, &base);
         }
@@ -204,6 +209,65 @@ impl Services {
                 }
             }
         });
+    }
+
+    /// `[serial]` bridges: frames up to `uplink_topic` (queued while
+    /// offline), messages on `downlink_topic` down to the port.
+    fn serial(&mut self, config: &Config, client: &Client, relay: &Relay) {
+        for p in &config.serial.0 {
+            let name = if p.name.is_empty() {
+                "serial"
+            } else {
+                p.name.as_str()
+            };
+            let mut settings = SerialSettings::new(name, &p.device);
+            settings.baud = p.baud;
+            settings.data_bits = p.data_bits;
+            settings.stop_bits = p.stop_bits;
+            // The config loader accepted only the spellings these parse.
+            settings.parity = p.parity.parse().unwrap_or(settings.parity);
+            settings.flow_control = p.flow_control.parse().unwrap_or(settings.flow_control);
+            settings.framing = match p.framing {
+                SerialFraming::Line => Framing::Line,
+                SerialFraming::Length => Framing::Length,
+                SerialFraming::Idle => Framing::Idle(p.idle),
+                SerialFraming::Raw => Framing::Raw(p.idle),
+            };
+            settings.max_frame = p.max_frame;
+            settings.downlink_suffix = p.downlink_suffix.clone();
+            let (up, qos, c) = (client.topic(&p.uplink_topic), p.uplink_qos, client.clone());
+            let topic = up.clone();
+            let uplink = Box::new(move |frame: Vec<u8>| {
+                if let Err(e) = c.enqueue(&topic, frame, qos) {
+                    log::warn!("serial: a frame not published to {topic}: {e}");
+                }
+            });
+            let bridge = match Bridge::start(settings, uplink) {
+                Ok(b) => b,
+                Err(e) => {
+                    log::error!("serial {name}: cannot start: {e}");
+                    continue;
+                }
+            };
+            log::info!("serial {name}: {} -> {up}", p.device.display());
+            if let Some(down) = &p.downlink_topic {
+                let filter = client.topic(down);
+                let tx = bridge.sender();
+                let port = name.to_string();
+                let write: Arc<dyn Fn(&Message) + Send + Sync> = Arc::new(move |m: &Message| {
+                    if tx.send(m.payload.clone()).is_err() {
+                        log::warn!(
+                            "serial {port}: the port does not keep up; a downlink message dropped"
+                        );
+                    }
+                });
+                match relay.subscribe_internal(&filter, QoS::AtLeastOnce, write) {
+                    Ok(_) => log::info!("serial {name}: {filter} -> {}", p.device.display()),
+                    Err(e) => log::error!("serial {name}: cannot subscribe to {filter}: {e}"),
+                }
+            }
+            self.bridges.push(bridge);
+        }
     }
 
     /// `[metrics]`: a post every interval (off at 0).
@@ -299,6 +363,18 @@ impl Services {
     /// Stops them: hooks get until `deadline` to finish.
     pub fn stop(self, deadline: Duration) {
         self.stop.store(true, Ordering::SeqCst);
+        for b in self.bridges {
+            let st = b.stats();
+            log::info!(
+                "serial: {} frames up, {} down, {} cut at max_frame, {} down dropped, {} reopens",
+                st.frames_up,
+                st.frames_down,
+                st.cut,
+                st.dropped_down,
+                st.reopens
+            );
+            b.stop();
+        }
         for t in self.threads {
             let _ = t.join();
         }
