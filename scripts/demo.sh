@@ -8,10 +8,16 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 bash scripts/install-deps.sh >/dev/null
-echo "== building uiot (release)"
-cargo build --release --locked --bin uiot --bin uiot-sim
-uiot="$root/target/release/uiot"
-uiot_sim="$root/target/release/uiot-sim"
+if [ -n "${UIOT_BIN_DIR:-}" ]; then
+  # Binaries built already (the test that runs this quickstart in CI).
+  bin=$UIOT_BIN_DIR
+else
+  echo "== building uiot (release)"
+  cargo build --release --locked --bin uiot --bin uiot-sim
+  bin="$root/target/release"
+fi
+uiot="$bin/uiot"
+uiot_sim="$bin/uiot-sim"
 
 # A free port on 127.0.0.1.
 port=""
@@ -22,9 +28,9 @@ done
 
 run=$(mktemp -d /tmp/uiot-demo.XXXXXX)
 export UIOT_BROKER_DIR="$run"
-sim=""
+sim="" daemon="" ptys=""
 cleanup() {
-  if [ -n "$sim" ]; then kill "$sim" 2>/dev/null || true; wait "$sim" 2>/dev/null || true; fi
+  for p in $daemon $sim $ptys; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   bash scripts/dev-broker.sh stop >/dev/null 2>&1 || true
   rm -rf "$run"
 }
@@ -90,4 +96,59 @@ wait "$waiter"
 sleep 0.2
 echo "-- what uiot-sim printed (one JSON line per request and answer):"
 cat "$run/sim.out"
-echo; echo "demo finished: the broker and uiot-sim are stopped again."
+
+echo; echo "== the board daemon: uiot run with a serial sensor, hooks and the local socket"
+# A pseudo-terminal pair: uiot reads ttyS0 as its serial port, and this
+# script plays the sensor on ttyS1.
+socat pty,raw,echo=0,link="$run/ttyS0" pty,raw,echo=0,link="$run/ttyS1" 2>/dev/null &
+ptys=$!
+for _ in $(seq 100); do [ -e "$run/ttyS1" ] && break; sleep 0.05; done
+board="$run/board.ini"
+cat "$ini" > "$board"
+cat >> "$board" <<EOF2
+
+[daemon]
+socket = $run/uiot.sock
+
+[serial.sensor]
+device = $run/ttyS0
+uplink_topic = sensor
+downlink_topic = display
+
+[hooks]
+on_command = $root/etc/hooks/on_command.sh
+on_shadow_desired = $root/etc/hooks/on_shadow_desired.sh
+EOF2
+chmod 600 "$board"
+# The example hooks keep their state in \$UIOT_HOOK_STATE_DIR (default /run/uiot).
+UIOT_HOOK_STATE_DIR="$run" "$uiot" run -c "$board" 2> "$run/daemon.log" &
+daemon=$!
+for _ in $(seq 100); do grep -q "local socket" "$run/daemon.log" 2>/dev/null && break; sleep 0.05; done
+sleep 0.5
+echo "-- the sensor writes three lines on its serial port; the cloud receives them:"
+mosquitto_sub "${cloud[@]}" -t "$dev/sensor" -v -C 3 -W 10 > "$run/sensor.out" &
+watcher=$!
+sleep 0.5
+printf 't=21.5\nt=21.6\nh=40\n' > "$run/ttyS1"
+wait "$watcher"
+cat "$run/sensor.out"
+echo "-- a shell script runs uiot pub while the daemon is up: it goes through the daemon's login"
+"$uiot" pub -c "$board" -t upload -q 1 -m '{"from":"a script"}'
+echo "exit code: $?; the daemon was kicked: $(grep -c 'connection lost' "$run/daemon.log" || true) time(s)"
+echo "-- the cloud sends a command; the on_command hook answers it:"
+echo 'command demoproduct00001 demo-device-0001 set_led {"state": 1}' >&3
+for _ in $(seq 100); do grep -q '"Identifier":"set_led"' "$run/sim.out" && break; sleep 0.05; done
+grep '"Identifier":"set_led","Output"' "$run/sim.out" || grep '"set_led"' "$run/sim.out" | tail -1
+echo "-- the cloud sets a desired value; the on_shadow_desired hook applies it:"
+echo 'desired demoproduct00001 demo-device-0001 {"interval": 30}' >&3
+for _ in $(seq 100); do [ -s "$run/interval" ] && break; sleep 0.05; done
+echo "the hook wrote interval = $(cat "$run/interval" 2>/dev/null)"
+echo "-- SIGTERM stops the daemon cleanly:"
+kill -TERM "$daemon"
+set +e
+wait "$daemon"
+echo "uiot run exit code: $?"
+set -e
+daemon=""
+tail -n 3 "$run/daemon.log"
+echo; echo "demo finished: the broker, uiot-sim and the daemon are stopped again."

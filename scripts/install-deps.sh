@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing uiot needs on a fresh Debian 12 machine:
 # Mosquitto (the broker and its clients, used by the integration tests and
-# the benchmark) and the C toolchain bits native crates need. Safe to re-run:
+# the benchmark), socat (the quickstart's pseudo-terminal serial port) and
+# the C toolchain bits native crates need. Safe to re-run:
 # it installs only what is missing. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -12,6 +13,8 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# A pseudo-terminal pair for the quickstart's serial bridge.
+command -v socat >/dev/null 2>&1 || need+=(socat)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
