@@ -5,7 +5,13 @@
 //! a script's `uiot pub` through the daemon, a command answered by a hook,
 //! a desired value applied by a hook, a clean stop).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
 
 mod support;
 
