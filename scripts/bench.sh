@@ -66,6 +66,9 @@
 #      prints at Event::Connected; mosquitto_sub: the time its "received
 #      CONNACK" debug line arrives); median of the 5. bench_pub's own 10 ms
 #      poll of the port gives a second uiot figure, in the log.
+#   4c. The board daemon: serial line -> cloud latency through `uiot run`
+#      over a socat pty pair (examples/bench_serial.rs), and one message
+#      per process through the daemon's socket vs --direct.
 #   6. Context switches of an idle `uiot sub` (keep-alive 30) over 65 s,
 #      every thread counted, beside an idle `mosquitto_sub -k 30` measured at
 #      the same instants.
@@ -165,14 +168,16 @@ trap 'exit 143' TERM
 # ---- build -------------------------------------------------------------------
 say "building release binaries"
 (cd "$root" && cargo build --release --quiet --bin uiot --bin uiot-sim --example bench_pub \
-  --example bench_platform) >&2 \
+  --example bench_platform --example bench_serial) >&2 \
   || die "cargo build --release failed; see the errors above"
 target="${CARGO_TARGET_DIR:-$root/target}/release"
 uiot="$target/uiot"
 bench_pub="$target/examples/bench_pub"
 uiot_sim="$target/uiot-sim"
 bench_platform="$target/examples/bench_platform"
-if ! [ -x "$uiot" ] || ! [ -x "$bench_pub" ] || ! [ -x "$uiot_sim" ] || ! [ -x "$bench_platform" ]; then
+bench_serial="$target/examples/bench_serial"
+if ! [ -x "$uiot" ] || ! [ -x "$bench_pub" ] || ! [ -x "$uiot_sim" ] || ! [ -x "$bench_platform" ] \
+  || ! [ -x "$bench_serial" ]; then
   die "built binaries not found in $target; is CARGO_TARGET_DIR set differently?"
 fi
 # The plain-MQTT build (no `tls` feature) for the memory rows, in a target
@@ -781,6 +786,56 @@ done
 pp_proc_uiot=$(median "${u_ms[@]}") pp_proc_mosq=$(median "${m_ms[@]}") pp_proc_ratio=$(spread "${p_ms[@]}")
 say "  uiot property post median $pp_proc_uiot ms, mosquitto_rr median $pp_proc_mosq ms"
 
+# ---- 4c: the board daemon ------------------------------------------------------
+# `uiot run` with a [serial] port on one end of a socat pty pair: serial
+# line -> cloud latency (examples/bench_serial.rs writes the other end and
+# times the message at a subscriber), and one message per process through
+# the daemon's socket vs on a connection of its own. The daemon stays up
+# for the idle row (section 6).
+command -v socat >/dev/null || die "socat is missing (scripts/install-deps.sh installs it)"
+say "the board daemon: serial line -> cloud latency over a pty ($plat_count lines x $runs runs)," \
+  "then $((runs * proc_count)) messages: uiot pub through the daemon vs --direct"
+socat pty,raw,echo=0,link="$work/ttyB0" pty,raw,echo=0,link="$work/ttyB1" 2>/dev/null &
+pids+=("$!")
+for _ in $(seq 100); do [ -e "$work/ttyB1" ] && break; sleep 0.05; done
+write_config "$work/run.ini" bench-run-0001
+cat >> "$work/run.ini" <<EOF
+[daemon]
+socket = $work/uiot.sock
+
+[serial.bench]
+device = $work/ttyB0
+baud = 115200
+uplink_topic = /bench/serial
+uplink_qos = 0
+EOF
+chmod 600 "$work/run.ini"
+timeout -k 2 "$broker_limit" "$uiot" run -c "$work/run.ini" 2> "$work/run.log" &
+run_pid=$!
+pids+=("$run_pid")
+for _ in $(seq 100); do grep -q "serial bench:" "$work/run.log" 2>/dev/null && break; sleep 0.05; done
+grep -q "serial bench:" "$work/run.log" || die "uiot run did not start: $(tail -n 3 "$work/run.log")"
+sl_meds=() sl_p99s=()
+for ((i = 1; i <= runs; i++)); do
+  run_timed "bench_serial" /dev/null "$bench_serial" "$work/ttyB1" "$port" /bench/serial "$plat_count"
+  sl_meds+=("$(field serial_median_us "$out")"); sl_p99s+=("$(field serial_p99_us "$out")")
+  say "  run $i: serial line -> cloud median ${sl_meds[-1]} us p99 ${sl_p99s[-1]} us"
+done
+for v in "${sl_meds[@]}" "${sl_p99s[@]}"; do
+  [[ "$v" =~ ^[0-9.]+$ ]] || die "bench_serial printed no number (got '$v'); run it by hand"
+done
+sl_med=$(median "${sl_meds[@]}") sl_p99=$(median "${sl_p99s[@]}")
+u_ms=() m_ms=() p_ms=()
+for ((i = 1; i <= runs * proc_count; i++)); do
+  proc_ms "uiot pub via the daemon" "$uiot" pub -c "$work/run.ini" --via-daemon -t /bench/x -q 1 -m ''
+  u_ms+=("$ms")
+  proc_ms "uiot pub --direct" "$uiot" pub -c "$work/pub.ini" --direct -t /bench/x -q 1 -m ''
+  m_ms+=("$ms")
+  p_ms+=("$(quot "${u_ms[-1]}" "${m_ms[-1]}")")
+done
+via_daemon=$(median "${u_ms[@]}") via_direct=$(median "${m_ms[@]}") via_ratio=$(spread "${p_ms[@]}")
+say "  uiot pub through the daemon median $via_daemon ms, --direct median $via_direct ms"
+
 # ---- 5: reconnect after a broker restart ---------------------------------------
 # A broker of its own (plain TCP, the same settings), so killing it does not
 # disturb the other rows. It runs as `bash -c 'echo $$ > PIDFILE; exec
@@ -960,7 +1015,7 @@ wait "$rc_broker" 2>/dev/null || true
 forget_pid "$rc_broker"
 
 # ---- 6: idle subscribers ------------------------------------------------------
-idle_uiot="" idle_mosq=""
+idle_uiot="" idle_mosq="" idle_run=""
 if ! $quick; then
   say "idle: uiot sub and mosquitto_sub -k $keep_alive side by side for $idle_secs s"
   # Both stop by themselves after $limit s (-W), even if this script is killed.
@@ -992,11 +1047,15 @@ $(cat "$work/idle-uiot.err") mosquitto_sub said: $(cat "$work/idle-mosq.err")"
   sleep "$(awk -v s="$started" -v n="$EPOCHREALTIME" 'BEGIN { d = 2 - (n - s); print (d > 0 ? d : 0) }')"
   ctx_snapshot "$uiot_pid" > "$work/u0"
   ctx_snapshot "$mosq_pid" > "$work/m0"
+  ctx_snapshot "$run_pid" > "$work/r0"
   sleep "$idle_secs"
   kill -0 "$uiot_pid" 2>/dev/null || die "uiot sub exited during the idle test: $(cat "$work/idle-uiot.err")"
   kill -0 "$mosq_pid" 2>/dev/null || die "mosquitto_sub exited during the idle test: $(cat "$work/idle-mosq.err")"
   ctx_snapshot "$uiot_pid" > "$work/u1"
   ctx_snapshot "$mosq_pid" > "$work/m1"
+  ctx_snapshot "$run_pid" > "$work/r1"
+  idle_run=$(ctx_delta "$work/r0" "$work/r1")
+  say "  uiot run (serial port quiet): $idle_run switches ($(ctx_detail "$work/r0" "$work/r1"))"
   idle_uiot=$(ctx_delta "$work/u0" "$work/u1")
   idle_mosq=$(ctx_delta "$work/m0" "$work/m1")
   say "  uiot sub: $idle_uiot switches (per thread, voluntary/nonvoluntary:" \
@@ -1053,6 +1112,8 @@ echo "| Shadow round trip, $plat: p99 (reference: library QoS 1 round trip) | $s
 echo "| Property post round trip: \`Thing::post\` (until post_reply with its RequestID), $plat: median (reference: library QoS 1 round trip) | $pp_med us | $rtt_med us | $(ratio "$pp_med" "$rtt_med") | - | - |"
 echo "| Property post round trip, $plat: p99 (reference: library QoS 1 round trip) | $pp_p99 us | $rtt_p99 us | $(ratio "$pp_p99" "$rtt_p99") | - | - |"
 echo "| Property post, whole process (start, connect, post, reply, exit): \`uiot property post\` vs \`mosquitto_rr\` (the same request, MQTT 5 request/response), median of $((runs * proc_count)) | $pp_proc_uiot ms | $pp_proc_mosq ms | $pp_proc_ratio | - | - |"
+echo "| Serial line -> cloud through \`uiot run\` (a socat pty pair, line framing, QoS 0, until a subscriber has it), $(num "$plat_count") lines x $runs runs: median / p99 | $sl_med / $sl_p99 us | - | - | - | - |"
+echo "| One QoS 1 message per process, \`uiot pub --via-daemon\` (the daemon's socket and login) vs \`uiot pub --direct\` (a connection of its own), median of $((runs * proc_count)) | $via_daemon ms | $via_direct ms | $via_ratio | - | - |"
 t0s="TLS: QoS 0, $q0_count_s x $msg_size B, \`pub -l\`"
 t1s="TLS: QoS 1, $q1_count_s x $msg_size B, \`pub -l\`"
 echo "| $t0s vs \`mosquitto_pub -l --cafile\`: msgs/s | $(num "$t0_uiot_rate") | $(num "$t0_mosq_rate") | $t0_r_rate | - | - |"
@@ -1082,6 +1143,12 @@ if $quick; then
   echo "| $idle | skipped (--quick) | skipped | - | <= 6 | - |"
 else
   echo "| $idle | $idle_uiot | $idle_mosq | - | <= 6 | $(at_most "$idle_uiot" 6) |"
+fi
+idle_d="Idle \`uiot run\` (a serial port that stays quiet, the socket open, no hooks), the same $idle_secs s: context switches, all threads (reference: the idle \`uiot sub\` above)"
+if $quick; then
+  echo "| $idle_d | skipped (--quick) | skipped | - | - | - |"
+else
+  echo "| $idle_d | $idle_run | $idle_uiot | - | - | - |"
 fi
 # The second table: where the memory of the QoS 0 publishers goes.
 # mem_cell BUILD GROUP: "RSS / PSS / private" KB of GROUP.

@@ -94,4 +94,9 @@ impl Events {
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Event> {
         lock(&self.rx).recv_timeout(timeout).ok()
     }
+
+    /// Wait for the next event; `None` once the client is closed.
+    pub fn recv(&self) -> Option<Event> {
+        lock(&self.rx).recv().ok()
+    }
 }

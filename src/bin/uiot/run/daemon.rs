@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use uiot::config::Config;
-use uiot::{Client, Error, Message};
+use uiot::{Client, Error, Event, Message};
 
 use super::relay::{self, Access, Relay};
 use super::services::Services;
@@ -48,9 +48,11 @@ pub fn run(path: Option<PathBuf>, mut config: Config) -> Result<(), Failure> {
             return Ok(());
         };
         let target = Target::default();
+        let on_event = OnEvent::default();
         start_dispatcher(&client, &target);
+        start_events(&client, &on_event);
         loop {
-            let running = Running::start(&config, &client, &target)?;
+            let running = Running::start(&config, &client, &target, &on_event)?;
             let ask = wait(&asks);
             running.stop();
             if ask == Ask::Stop {
@@ -186,6 +188,34 @@ fn connect(
 /// socket's table (replaced when a reload restarts the socket).
 type Target = Arc<Mutex<Option<Arc<dyn Fn(&Message) + Send + Sync>>>>;
 
+/// Where the events thread sends the connection's events: the current
+/// services (replaced when a reload restarts them).
+type OnEvent = Arc<Mutex<Option<Arc<dyn Fn(Event) + Send + Sync>>>>;
+
+/// One thread per connection takes the connection's events and hands them
+/// to the current [`OnEvent`]; it ends when the client is disconnected.
+fn start_events(client: &Client, on_event: &OnEvent) {
+    let events = client.events();
+    let on_event = Arc::clone(on_event);
+    let started = std::thread::Builder::new()
+        .name("uiot-events".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            while let Some(e) = events.recv() {
+                let f = on_event
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                if let Some(f) = f {
+                    f(e);
+                }
+            }
+        });
+    if let Err(e) = started {
+        log::error!("cannot start the events thread: {e}");
+    }
+}
+
 /// One thread per connection takes every upstream message and hands it to
 /// the current [`Target`]; it ends when the client is disconnected.
 fn start_dispatcher(client: &Client, target: &Target) {
@@ -216,10 +246,16 @@ struct Running {
     relay: Relay,
     services: Services,
     target: Target,
+    on_event: OnEvent,
 }
 
 impl Running {
-    fn start(config: &Config, client: &Client, target: &Target) -> Result<Running, Failure> {
+    fn start(
+        config: &Config,
+        client: &Client,
+        target: &Target,
+        on_event: &OnEvent,
+    ) -> Result<Running, Failure> {
         let socket = &config.daemon.socket;
         let gid = match &config.daemon.group {
             Some(name) => Some(relay::group_id(name).map_err(|e| socket_error(socket, e))?),
@@ -236,14 +272,22 @@ impl Running {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(relay.dispatcher());
         log::info!("local socket {} ready", socket.display());
         let services = Services::start(config, client, &relay);
+        *on_event
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(services.on_event(config));
         Ok(Running {
             relay,
             services,
             target: Arc::clone(target),
+            on_event: Arc::clone(on_event),
         })
     }
 
     fn stop(self) {
+        *self
+            .on_event
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         self.services.stop(STOP_DEADLINE);
         *self
             .target

@@ -205,8 +205,8 @@ impl Shared {
 /// Runs hooks on worker threads; see the module documentation.
 pub struct HookRunner {
     shared: Arc<Shared>,
-    workers: Vec<JoinHandle<()>>,
-    watchdog: Option<JoinHandle<()>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    watchdog: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl HookRunner {
@@ -235,8 +235,8 @@ impl HookRunner {
                 log::error!("hooks disabled: cannot start the watchdog thread: {e}");
                 return HookRunner {
                     shared,
-                    workers: Vec::new(),
-                    watchdog: None,
+                    workers: Mutex::new(Vec::new()),
+                    watchdog: Mutex::new(None),
                 };
             }
         };
@@ -264,8 +264,8 @@ impl HookRunner {
         }
         HookRunner {
             shared,
-            workers,
-            watchdog,
+            workers: Mutex::new(workers),
+            watchdog: Mutex::new(watchdog),
         }
     }
 
@@ -307,11 +307,13 @@ impl HookRunner {
     /// `NotStarted("shutting down")`, lets running hooks finish until
     /// `deadline`, then sends them SIGTERM and, `grace` later, SIGKILL.
     /// Returns once every `done` has returned.
-    pub fn shutdown(mut self, deadline: Duration) {
+    /// (It takes `&self`, so that the hooks' callers may still hold the
+    /// runner; a second call returns at once.)
+    pub fn shutdown(&self, deadline: Duration) {
         self.stop(deadline);
     }
 
-    fn stop(&mut self, deadline: Duration) {
+    fn stop(&self, deadline: Duration) {
         {
             let mut st = self.shared.lock();
             st.stopping = true;
@@ -319,14 +321,25 @@ impl HookRunner {
         }
         self.shared.work.notify_all();
         self.shared.watch.notify_all();
-        for w in self.workers.drain(..) {
+        let workers: Vec<JoinHandle<()>> = self
+            .workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect();
+        for w in workers {
             if w.join().is_err() {
                 log::error!("a hook worker thread panicked");
             }
         }
         self.shared.lock().watchdog_exit = true;
         self.shared.watch.notify_all();
-        if let Some(w) = self.watchdog.take() {
+        let watchdog = self
+            .watchdog
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(w) = watchdog {
             if w.join().is_err() {
                 log::error!("the hook watchdog thread panicked");
             }
@@ -338,9 +351,7 @@ impl Drop for HookRunner {
     /// Like `shutdown(Duration::ZERO)` if it was not called: running hooks
     /// get SIGTERM now and SIGKILL `grace` later.
     fn drop(&mut self) {
-        if !self.workers.is_empty() || self.watchdog.is_some() {
-            self.stop(Duration::ZERO);
-        }
+        self.stop(Duration::ZERO);
     }
 }
 

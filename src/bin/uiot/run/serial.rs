@@ -15,7 +15,7 @@ use std::io;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -27,10 +27,10 @@ use super::framing::{encode_downlink, Framer, Framing};
 /// An open port (reads and writes through its supertraits).
 type Port = Box<dyn SerialPort>;
 
-/// Longest wait of either thread before it looks at the stop flag: the read
-/// timeout of the port, the downlink queue's receive timeout and the slice
-/// of the reopen wait.
-const POLL: Duration = Duration::from_millis(20);
+/// Longest read of a quiet port: the reader sees the stop flag within it.
+/// A port that stays quiet wakes the reader once per READ_WAIT; the writer
+/// and the reopen wait sleep until woken.
+const READ_WAIT: Duration = Duration::from_secs(1);
 /// Downlink frames queued for the writer before [`DownlinkSender::send`]
 /// refuses.
 const QUEUE_FRAMES: usize = 64;
@@ -205,6 +205,9 @@ struct Shared {
     reopens: AtomicU64,
     /// The writer's clone of the open port; `None` while it is closed.
     writer_port: Mutex<Option<Port>>,
+    /// Wakes the reopen wait at stop.
+    sleeping: Mutex<()>,
+    wake: std::sync::Condvar,
 }
 
 impl Shared {
@@ -243,7 +246,14 @@ impl std::error::Error for Full {}
 /// usable from any thread.
 #[derive(Clone, Debug)]
 pub struct DownlinkSender {
-    tx: SyncSender<Vec<u8>>,
+    tx: SyncSender<Down>,
+}
+
+/// What the writer thread takes.
+enum Down {
+    Frame(Vec<u8>),
+    /// End now (sent at stop).
+    Stop,
 }
 
 impl DownlinkSender {
@@ -254,8 +264,11 @@ impl DownlinkSender {
     /// changes, so a long outage logs once). `Err` if 64 frames are
     /// already waiting, or the bridge was stopped.
     pub fn send(&self, payload: Vec<u8>) -> Result<(), Full> {
-        self.tx.try_send(payload).map_err(|e| match e {
-            TrySendError::Full(p) | TrySendError::Disconnected(p) => Full(p),
+        self.tx.try_send(Down::Frame(payload)).map_err(|e| match e {
+            TrySendError::Full(Down::Frame(p)) | TrySendError::Disconnected(Down::Frame(p)) => {
+                Full(p)
+            }
+            _ => Full(Vec::new()),
         })
     }
 }
@@ -323,9 +336,10 @@ impl Bridge {
         }
     }
 
-    /// Stops both threads (each looks at the stop flag at least every
-    /// 20 ms, unless the uplink callback blocks) and waits for them; the
-    /// port is closed. Frames still queued are dropped.
+    /// Stops both threads (the reader looks at the stop flag at least once
+    /// per second, unless the uplink callback blocks; the writer and the
+    /// reopen wait are woken) and waits for them; the port is closed.
+    /// Frames still queued are dropped.
     pub fn stop(self) {
         drop(self);
     }
@@ -334,6 +348,15 @@ impl Bridge {
 impl Drop for Bridge {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        let _ = self.sender.tx.try_send(Down::Stop);
+        {
+            let _g = self
+                .shared
+                .sleeping
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.shared.wake.notify_all();
+        }
         for handle in [self.reader.take(), self.writer.take()]
             .into_iter()
             .flatten()
@@ -408,19 +431,15 @@ fn read_loop(
     }
 }
 
-/// Sleeps `total` in slices of [`POLL`], returning early once stopped.
+/// Sleeps `total`, returning early once stopped.
 fn sleep_unless_stopped(shared: &Shared, total: Duration) {
-    let until = Instant::now().checked_add(total);
-    while !shared.stopped() {
-        let left = match until {
-            Some(t) => t.saturating_duration_since(Instant::now()),
-            None => POLL,
-        };
-        if left.is_zero() {
-            return;
-        }
-        thread::sleep(left.min(POLL));
-    }
+    let g = shared
+        .sleeping
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let _ = shared
+        .wake
+        .wait_timeout_while(g, total, |_| !shared.stopped());
 }
 
 /// Opens and configures the port; returns it and a clone for the writer.
@@ -449,10 +468,7 @@ fn open(s: &SerialSettings) -> Result<(Port, Port), String> {
     };
     // A read returns after this much silence, so idle ends a frame on time
     // and the stop flag is seen.
-    let timeout = match s.framing.idle_time() {
-        Some(idle) => idle.clamp(Duration::from_millis(1), POLL),
-        None => POLL,
-    };
+    let timeout = READ_WAIT;
     let port = serialport::new(s.device.to_string_lossy(), s.baud)
         .data_bits(data_bits)
         .parity(parity)
@@ -480,6 +496,14 @@ fn pump(
     let mut last_byte: Option<Instant> = None;
     let mut frames = Vec::new();
     while !shared.stopped() {
+        // Short only while a frame waits for the silence that ends it.
+        let wait = match (idle_time, last_byte) {
+            (Some(idle), Some(at)) => idle
+                .saturating_sub(at.elapsed())
+                .clamp(Duration::from_millis(1), READ_WAIT),
+            _ => READ_WAIT,
+        };
+        let _ = port.set_timeout(wait);
         match port.read(buf) {
             // A hung-up tty reads as end of file.
             Ok(0) => return Some("end of file (hung up)".to_string()),
@@ -513,14 +537,13 @@ fn pump(
 
 /// The writer thread: takes queued frames and writes them while the port
 /// is open, until stopped.
-fn write_loop(settings: &SerialSettings, shared: &Shared, rx: &Receiver<Vec<u8>>) {
+fn write_loop(settings: &SerialSettings, shared: &Shared, rx: &Receiver<Down>) {
     // Why the last frame was dropped, as last logged; `None` after a write.
     let mut last_drop: Option<String> = None;
     while !shared.stopped() {
-        let payload = match rx.recv_timeout(POLL) {
-            Ok(p) => p,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
+        let payload = match rx.recv() {
+            Ok(Down::Frame(p)) => p,
+            Ok(Down::Stop) | Err(_) => return,
         };
         let result = match encode_downlink(&settings.framing, &payload, &settings.downlink_suffix) {
             Ok(wire) => match shared.writer_port().as_mut() {

@@ -385,7 +385,8 @@ fn stop_is_quick_open_or_absent() {
         bridge.stop();
         let took = t.elapsed();
         eprintln!("stop took {took:?}");
-        assert!(took < Duration::from_millis(250), "stop took {took:?}");
+        // The reader of an open, quiet port sees the stop within READ_WAIT (1 s).
+        assert!(took < Duration::from_millis(1500), "stop took {took:?}");
     }
 }
 

@@ -20,7 +20,8 @@
 //! hook is run (`hooks`).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -35,9 +36,6 @@ use super::framing::Framing;
 use super::hooks::{HookExit, HookJob, HookLimits, HookOutcome, HookRunner};
 use super::relay::Relay;
 use super::serial::{Bridge, SerialSettings};
-
-/// How often the service threads look at the stop flag.
-const TICK: Duration = Duration::from_millis(200);
 
 /// What every hook gets: the device, the original `SSL_CERT_FILE`.
 #[derive(Clone)]
@@ -81,7 +79,11 @@ pub struct Services {
     bridges: Vec<Bridge>,
     /// Reconnects since start (for `[metrics] link_restarts`).
     restarts: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
+    /// What every hook gets.
+    base: Base,
+    /// Dropped at stop: ends the metrics thread's wait.
+    stop_tx: Option<mpsc::Sender<()>>,
+    stop_rx: Option<mpsc::Receiver<()>>,
     threads: Vec<JoinHandle<()>>,
     local: Option<Client>,
 }
@@ -112,16 +114,18 @@ impl Services {
             Some(v) => base.env.push(("SSL_CERT_FILE".into(), v)),
             None => base.remove.push("SSL_CERT_FILE".into()),
         }
+        let (stop_tx, stop_rx) = mpsc::channel();
         let mut s = Services {
             runner,
             bridges: Vec::new(),
             restarts: Arc::new(AtomicU64::new(0)),
-            stop: Arc::new(AtomicBool::new(false)),
+            base: base.clone(),
+            stop_tx: Some(stop_tx),
+            stop_rx: Some(stop_rx),
             threads: Vec::new(),
             local: None,
         };
         s.subscribe(config, client, relay, &base);
-        s.events(config, client, &base);
         s.metrics(config, client);
         s.serial(config, client, relay);
         if h.on_command.is_some() || h.on_property_set.is_some() || h.on_shadow_desired.is_some() {
@@ -166,49 +170,49 @@ impl Services {
     }
 
     /// The connection's events: logged, and `on_connect` / `on_disconnect`.
-    fn events(&mut self, config: &Config, client: &Client, base: &Base) {
-        let events = client.events();
+    /// The daemon's events thread (one per connection) calls this.
+    pub fn on_event(&self, config: &Config) -> Arc<dyn Fn(Event) + Send + Sync> {
         let (on_connect, on_disconnect) = (
             config.hooks.on_connect.clone(),
             config.hooks.on_disconnect.clone(),
         );
-        let (runner, base, stop) = (
-            Arc::clone(&self.runner),
-            base.clone(),
-            Arc::clone(&self.stop),
-        );
+        let (runner, base) = (Arc::clone(&self.runner), self.base.clone());
         let restarts = Arc::clone(&self.restarts);
-        self.spawn("uiot-events", move || {
-            while !stop.load(Ordering::SeqCst) {
-                let Some(e) = events.recv_timeout(TICK) else { continue };
-                let (hook, event, extra) = match e {
-                    Event::Connected { .. } => {
-                        log::info!("connected");
-                        (&on_connect, "connect", Vec::new())
-                    }
-                    Event::Disconnected(why) => {
-                        restarts.fetch_add(1, Ordering::Relaxed);
-                        log::warn!("connection lost: {why}; reconnecting");
-                        (&on_disconnect, "disconnect", vec![("UIOT_REASON".into(), why)])
-                    }
-                    Event::Kicked => {
-                        log::error!(
-                            "another device logged in with this device's credentials and this one \
-                             was disconnected; check that no other board or `uiot --direct` uses them"
-                        );
-                        continue;
-                    }
-                    Event::Dropped(n) => {
-                        log::warn!("the queue is full: {n} message(s) dropped so far ([queue] on_full)");
-                        continue;
-                    }
-                    _ => continue,
-                };
-                if let Some(p) = hook {
-                    let _ = runner.submit(base.job(&format!("on_{event}"), p, event, extra, Vec::new()));
+        Arc::new(move |e: Event| {
+            let (hook, event, extra) = match e {
+                Event::Connected { .. } => {
+                    log::info!("connected");
+                    (&on_connect, "connect", Vec::new())
                 }
+                Event::Disconnected(why) => {
+                    restarts.fetch_add(1, Ordering::Relaxed);
+                    log::warn!("connection lost: {why}; reconnecting");
+                    (
+                        &on_disconnect,
+                        "disconnect",
+                        vec![("UIOT_REASON".into(), why)],
+                    )
+                }
+                Event::Kicked => {
+                    log::error!(
+                        "another device logged in with this device's credentials and this one \
+                         was disconnected; check that no other board or `uiot --direct` uses them"
+                    );
+                    return;
+                }
+                Event::Dropped(n) => {
+                    log::warn!(
+                        "the queue is full: {n} message(s) dropped so far ([queue] on_full)"
+                    );
+                    return;
+                }
+                _ => return,
+            };
+            if let Some(p) = hook {
+                let _ =
+                    runner.submit(base.job(&format!("on_{event}"), p, event, extra, Vec::new()));
             }
-        });
+        })
     }
 
     /// `[serial]` bridges: frames up to `uplink_topic` (queued while
@@ -276,23 +280,20 @@ impl Services {
         if interval.is_zero() {
             return;
         }
-        let (m, client, stop) = (
-            config.metrics.clone(),
-            client.clone(),
-            Arc::clone(&self.stop),
-        );
+        let (m, client) = (config.metrics.clone(), client.clone());
+        let Some(stop) = self.stop_rx.take() else {
+            return;
+        };
         let (dir, restarts) = (config.queue.dir.clone(), Arc::clone(&self.restarts));
         self.spawn("uiot-metrics", move || {
             let mut n: u64 = 0;
-            let mut next = std::time::Instant::now();
-            while !stop.load(Ordering::SeqCst) {
-                if std::time::Instant::now() >= next {
-                    n = n.wrapping_add(1);
-                    super::metrics::post(&m, &client, dir.as_deref(), &restarts, n);
-                    let now = std::time::Instant::now();
-                    next = now.checked_add(interval).unwrap_or(now);
+            // Wakes once per interval, or at stop (the sender dropped).
+            loop {
+                n = n.wrapping_add(1);
+                super::metrics::post(&m, &client, dir.as_deref(), &restarts, n);
+                if stop.recv_timeout(interval) != Err(mpsc::RecvTimeoutError::Timeout) {
+                    return;
                 }
-                std::thread::sleep(TICK);
             }
         });
     }
@@ -314,16 +315,10 @@ impl Services {
             match Thing::new(&local) {
                 Ok(thing) => {
                     let (cmd, set) = (h.on_command.clone(), h.on_property_set.clone());
-                    let (runner, base, stop) = (
-                        Arc::clone(&self.runner),
-                        base.clone(),
-                        Arc::clone(&self.stop),
-                    );
+                    let (runner, base) = (Arc::clone(&self.runner), base.clone());
                     self.spawn("uiot-thing", move || {
-                        while !stop.load(Ordering::SeqCst) {
-                            if let Some(e) = thing.recv_timeout(TICK) {
-                                thing_event(e, cmd.as_deref(), set.as_deref(), &runner, &base);
-                            }
+                        while let Some(e) = thing.recv() {
+                            thing_event(e, cmd.as_deref(), set.as_deref(), &runner, &base);
                         }
                     });
                 }
@@ -333,11 +328,7 @@ impl Services {
         if let Some(program) = h.on_shadow_desired.clone() {
             match Shadow::new(&local) {
                 Ok(shadow) => {
-                    let (runner, base, stop) = (
-                        Arc::clone(&self.runner),
-                        base.clone(),
-                        Arc::clone(&self.stop),
-                    );
+                    let (runner, base) = (Arc::clone(&self.runner), base.clone());
                     self.spawn("uiot-shadow", move || {
                         // Desired values set while the daemon was away.
                         match shadow.get() {
@@ -347,10 +338,8 @@ impl Services {
                             Ok(_) => {}
                             Err(e) => log::warn!("shadow: cannot read the document at start: {e}"),
                         }
-                        while !stop.load(Ordering::SeqCst) {
-                            if let Some(d) = shadow.desired_timeout(TICK) {
-                                desired(&shadow, d.state, d.version, &program, &runner, &base);
-                            }
+                        for d in shadow.desired() {
+                            desired(&shadow, d.state, d.version, &program, &runner, &base);
                         }
                     });
                 }
@@ -360,9 +349,10 @@ impl Services {
         self.local = Some(local);
     }
 
-    /// Stops them: hooks get until `deadline` to finish.
-    pub fn stop(self, deadline: Duration) {
-        self.stop.store(true, Ordering::SeqCst);
+    /// Stops them: hooks get until `deadline` to finish (and answer),
+    /// then the local connection closes, which ends the service threads.
+    pub fn stop(mut self, deadline: Duration) {
+        self.stop_tx.take();
         for b in self.bridges {
             let st = b.stats();
             log::info!(
@@ -375,15 +365,12 @@ impl Services {
             );
             b.stop();
         }
-        for t in self.threads {
-            let _ = t.join();
-        }
-        match Arc::try_unwrap(self.runner) {
-            Ok(r) => r.shutdown(deadline),
-            Err(_) => log::warn!("hooks: still referenced at stop; not waiting for them"),
-        }
+        self.runner.shutdown(deadline);
         if let Some(c) = self.local {
             let _ = c.disconnect();
+        }
+        for t in self.threads {
+            let _ = t.join();
         }
     }
 }
