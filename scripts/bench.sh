@@ -811,10 +811,12 @@ uplink_qos = 0
 EOF
 chmod 600 "$work/run.ini"
 timeout -k 2 "$broker_limit" "$uiot" run -c "$work/run.ini" 2> "$work/run.log" &
-run_pid=$!
-pids+=("$run_pid")
+pids+=("$!")
 for _ in $(seq 100); do grep -q "serial bench:" "$work/run.log" 2>/dev/null && break; sleep 0.05; done
 grep -q "serial bench:" "$work/run.log" || die "uiot run did not start: $(tail -n 3 "$work/run.log")"
+# The daemon itself, not the `timeout` around it (the idle row counts its threads).
+run_pid=$(pgrep -P "${pids[-1]}" | head -n 1)
+[ -n "$run_pid" ] || die "cannot find the uiot run process under timeout (pid ${pids[-1]})"
 sl_meds=() sl_p99s=()
 for ((i = 1; i <= runs; i++)); do
   run_timed "bench_serial" /dev/null "$bench_serial" "$work/ttyB1" "$port" /bench/serial "$plat_count"

@@ -559,3 +559,125 @@ fn serial_lines_reach_the_cloud_and_downlink_messages_reach_the_port() {
         }
     }
 }
+
+#[test]
+fn thirty_commands_at_once_keep_to_the_hook_cap_and_all_get_answers() {
+    let Some(broker) = support::broker() else {
+        return;
+    };
+    let mut sim = Sim::start(&broker, &[]);
+    let d = broker.device(2);
+    let dir = TempDir::new("daemon-cap");
+    let log = dir.path().join("runs");
+    let hook = dir.path().join("slow_command.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\ncat > /dev/null\necho \"+ $(date +%s%N)\" >> '{l}'\nsleep 0.1\necho \"- $(date +%s%N)\" >> '{l}'\necho '{{}}'\n",
+            l = log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = config(
+        dir.path(),
+        &broker,
+        &d,
+        &format!(
+            "[hooks]\non_command = {}\nmax_running = 2\n",
+            hook.display()
+        ),
+    );
+    let daemon = Daemon::start(&cfg);
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..30 {
+        sim.send(&format!(
+            "command {} {} job{i} {{}}",
+            d.product_sn, d.device_sn
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answered = || {
+        sim.lines()
+            .iter()
+            .filter(|l| l["sim"] == "reply" && l["RetCode"] == 0)
+            .count()
+    };
+    while answered() < 30 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 30 answered; daemon log:\n{}",
+            answered(),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Never more than max_running hooks at once.
+    let mut events: Vec<(u128, i32)> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (sign, t) = l.split_once(' ').unwrap();
+            (t.parse().unwrap(), if sign == "+" { 1 } else { -1 })
+        })
+        .collect();
+    events.sort_by_key(|(t, d)| (*t, *d));
+    let (mut now, mut most) = (0, 0);
+    for (_, delta) in events {
+        now += delta;
+        most = most.max(now);
+    }
+    assert!((1..=2).contains(&most), "{most} hooks ran at once");
+}
+
+#[test]
+fn sigterm_keeps_what_the_on_disk_queue_holds_and_a_restart_delivers_it() {
+    let Some(broker) = support::broker() else {
+        return;
+    };
+    let d = broker.device(0);
+    let dir = TempDir::new("daemon-queue");
+    let cfg = config(
+        dir.path(),
+        &broker,
+        &d,
+        &format!("[queue]\ndir = {}\n", dir.path().join("queue").display()),
+    );
+    let mut daemon = Daemon::start(&cfg);
+    broker.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..3 {
+        let o = uiot(&[
+            "pub",
+            "-c",
+            cfg.to_str().unwrap(),
+            "-t",
+            "upload",
+            "-q",
+            "1",
+            "-m",
+            &format!("m{i}"),
+            "--via-daemon",
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "stored on disk while the link is down: {}\n{}",
+            text(&o),
+            daemon.log()
+        );
+    }
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(WAIT), Some(0), "{}", daemon.log());
+    broker.restart();
+    let observer = broker.observer(&d.topic("upload"));
+    let _daemon = Daemon::start(&cfg);
+    let got = observer.wait_for(3, WAIT);
+    let mut payloads: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
+    payloads.sort();
+    payloads.dedup();
+    assert_eq!(payloads, vec!["m0", "m1", "m2"], "nothing lost");
+}

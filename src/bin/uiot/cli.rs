@@ -181,6 +181,9 @@ impl Target {
         }
         let mut local = self.options.clone();
         local.local_socket = Some(self.socket.clone());
+        // The daemon owns the on-disk queue ([queue] dir): a QoS 1 message
+        // is safe once the daemon acknowledged it.
+        local.queue = uiot::client::Queue::default();
         match uiot::Client::connect(local) {
             Ok(c) => {
                 log::debug!("connected through the daemon at {}", self.socket.display());

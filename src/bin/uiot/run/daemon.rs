@@ -9,6 +9,7 @@
 //! (`services`).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,10 +50,11 @@ pub fn run(path: Option<PathBuf>, mut config: Config) -> Result<(), Failure> {
         };
         let target = Target::default();
         let on_event = OnEvent::default();
+        let link_up = Arc::new(AtomicBool::new(true));
         start_dispatcher(&client, &target);
-        start_events(&client, &on_event);
+        start_events(&client, &on_event, &link_up);
         loop {
-            let running = Running::start(&config, &client, &target, &on_event)?;
+            let running = Running::start(&config, &client, &target, &on_event, &link_up)?;
             let ask = wait(&asks);
             running.stop();
             if ask == Ask::Stop {
@@ -194,14 +196,20 @@ type OnEvent = Arc<Mutex<Option<Arc<dyn Fn(Event) + Send + Sync>>>>;
 
 /// One thread per connection takes the connection's events and hands them
 /// to the current [`OnEvent`]; it ends when the client is disconnected.
-fn start_events(client: &Client, on_event: &OnEvent) {
+fn start_events(client: &Client, on_event: &OnEvent, link_up: &Arc<AtomicBool>) {
     let events = client.events();
     let on_event = Arc::clone(on_event);
+    let link_up = Arc::clone(link_up);
     let started = std::thread::Builder::new()
         .name("uiot-events".into())
         .stack_size(64 * 1024)
         .spawn(move || {
             while let Some(e) = events.recv() {
+                match e {
+                    Event::Connected { .. } => link_up.store(true, Ordering::SeqCst),
+                    Event::Disconnected(_) => link_up.store(false, Ordering::SeqCst),
+                    _ => {}
+                }
                 let f = on_event
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -255,6 +263,7 @@ impl Running {
         client: &Client,
         target: &Target,
         on_event: &OnEvent,
+        link_up: &Arc<AtomicBool>,
     ) -> Result<Running, Failure> {
         let socket = &config.daemon.socket;
         let gid = match &config.daemon.group {
@@ -266,7 +275,13 @@ impl Running {
             uid: rustix::process::getuid().as_raw(),
             gid: gid.unwrap_or_else(|| rustix::process::getgid().as_raw()),
         };
-        let relay = Relay::start(listener, socket.clone(), client.clone(), access);
+        let relay = Relay::start(
+            listener,
+            socket.clone(),
+            client.clone(),
+            access,
+            Arc::clone(link_up),
+        );
         *target
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(relay.dispatcher());

@@ -71,6 +71,9 @@ pub struct Shared {
     /// so a command for another device connects on its own.
     pub client_id: String,
     pub access: Access,
+    /// Whether the upstream link is up now (the daemon's events thread
+    /// keeps it).
+    pub link_up: Arc<AtomicBool>,
     table: Mutex<Table>,
     pub sessions: AtomicUsize,
     next_owner: AtomicU64,
@@ -151,12 +154,19 @@ pub fn group_id(name: &str) -> io::Result<u32> {
 
 impl Relay {
     /// Starts accepting on `listener`, relaying over `client`.
-    pub fn start(listener: UnixListener, path: PathBuf, client: Client, access: Access) -> Relay {
+    pub fn start(
+        listener: UnixListener,
+        path: PathBuf,
+        client: Client,
+        access: Access,
+        link_up: Arc<AtomicBool>,
+    ) -> Relay {
         let client_id = client.options().client_id.clone();
         let shared = Arc::new(Shared {
             client,
             client_id,
             access,
+            link_up,
             table: Mutex::new(Table::default()),
             sessions: AtomicUsize::new(0),
             next_owner: AtomicU64::new(1),

@@ -178,7 +178,7 @@ fn serve(shared: &Arc<Shared>, owner: u64, stream: &UnixStream) -> Result<(), St
         Some(Duration::from_millis(keep_alive.saturating_mul(1500)))
     });
     let (deliver_tx, deliver_rx) = mpsc::sync_channel::<Message>(DELIVERY_QUEUE);
-    let (ack_tx, ack_rx) = mpsc::channel::<(u16, PublishToken)>();
+    let (ack_tx, ack_rx) = mpsc::channel::<(u16, Option<PublishToken>)>();
     let ack_timeout = shared.client.options().ack_timeout;
     let w = Arc::clone(&writer);
     spawn(&format!("uiot-local-{owner}-out"), move || {
@@ -248,7 +248,7 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
 fn publish(
     shared: &Shared,
     p: Publish,
-    acks: &mpsc::Sender<(u16, PublishToken)>,
+    acks: &mpsc::Sender<(u16, Option<PublishToken>)>,
 ) -> Result<(), String> {
     match (p.qos, p.pkid) {
         (QoS::AtMostOnce, _) => {
@@ -265,7 +265,15 @@ fn publish(
                 .client
                 .start_publish(&p.topic, p.payload, QoS::AtLeastOnce)
                 .map_err(|e| format!("relaying a QoS 1 message to {}: {e}", uiot::cut(&p.topic)))?;
-            acks.send((pkid, token))
+            // With the queue on disk and the link down, the message is safe
+            // once stored: acknowledge it now rather than when the link is
+            // back (the local command would time out).
+            let stored = shared.client.options().queue.dir.is_some()
+                && !shared.link_up.load(Ordering::SeqCst);
+            if stored {
+                log::debug!("local socket: a QoS 1 message to {} is in the on-disk queue (the link is down); acknowledged", uiot::cut(&p.topic));
+            }
+            acks.send((pkid, (!stored).then_some(token)))
                 .map_err(|_| "its acknowledgement thread ended".to_string())
         }
         (QoS::AtLeastOnce, None) => Err("sent a QoS 1 PUBLISH without a packet id".into()),
@@ -273,9 +281,9 @@ fn publish(
 }
 
 /// PUBACKs in order, each once the broker acknowledged that message.
-fn acknowledge(w: &Writer, rx: &Receiver<(u16, PublishToken)>, timeout: Duration) {
+fn acknowledge(w: &Writer, rx: &Receiver<(u16, Option<PublishToken>)>, timeout: Duration) {
     for (pkid, token) in rx.iter() {
-        if let Err(e) = token.wait_timeout(timeout) {
+        if let Err(e) = token.map_or(Ok(()), |t| t.wait_timeout(timeout)) {
             log::warn!("local socket: a relayed QoS 1 message was not acknowledged upstream: {e}");
             let s = w.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let _ = s.shutdown(std::net::Shutdown::Both);
