@@ -20,54 +20,24 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::cli::{describe, static_device, uiot, write_config};
 use support::sim::Sim;
 use support::{Broker, Device, TempDir};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn uiot(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_uiot"))
-        .args(args)
-        .env_remove("UIOT_CONFIG")
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// A config for `d` with the daemon's socket in `dir` and `extra` sections.
 fn config(dir: &Path, broker: &Broker, d: &Device, extra: &str) -> PathBuf {
-    let path = dir.join("uiot.ini");
-    std::fs::write(
-        &path,
-        format!(
-            "[device]\nproduct_sn = {}\ndevice_sn = {}\ndevice_secret = {}\n\
-             [connection]\nhost = 127.0.0.1\nport = {}\ntls = false\nconnect_timeout = 3\n\
-             [reconnect]\nmin = 1\nmax = 2\n\
-             [daemon]\nsocket = {}\n{extra}",
-            d.product_sn,
-            d.device_sn,
-            d.secret,
-            broker.port(),
-            dir.join("run/uiot.sock").display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
+    let daemon = format!(
+        "[reconnect]\nmin = 1\nmax = 2\n[daemon]\nsocket = {}\n{extra}",
+        dir.join("run/uiot.sock").display()
+    );
+    write_config(dir, broker.port(), &static_device(d), &daemon)
 }
 
 /// A running `uiot run`, its stderr collected.
@@ -196,8 +166,8 @@ fn commands_share_the_daemons_login_and_on_message_gets_env_and_stdin() {
         uiot(&["pub", "-c", &c2, "-t", "upload", "-q", "1", "-m", "two"])
     });
     let (a, b) = (a.join().unwrap(), b.join().unwrap());
-    assert_eq!(a.status.code(), Some(0), "{}", text(&a));
-    assert_eq!(b.status.code(), Some(0), "{}", text(&b));
+    assert_eq!(a.status.code(), Some(0), "{}", describe(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", describe(&b));
     let got = observer.wait_for(2, WAIT);
     assert_eq!(got.len(), 2);
     // sub through the daemon gets a cloud message; on_message sees it too.
@@ -209,11 +179,11 @@ fn commands_share_the_daemons_login_and_on_message_gets_env_and_stdin() {
     std::thread::sleep(Duration::from_millis(500));
     broker.cloud_publish(&d.topic("set"), "{\"led\":1}", 1);
     let sub = sub.join().unwrap();
-    assert_eq!(sub.status.code(), Some(0), "{}", text(&sub));
+    assert_eq!(sub.status.code(), Some(0), "{}", describe(&sub));
     assert!(
         String::from_utf8_lossy(&sub.stdout).contains("{\"led\":1}"),
         "{}",
-        text(&sub)
+        describe(&sub)
     );
     let deadline = Instant::now() + WAIT;
     while !std::fs::read_to_string(&seen)
@@ -253,7 +223,7 @@ fn commands_share_the_daemons_login_and_on_message_gets_env_and_stdin() {
         "-m",
         "x",
     ]);
-    assert_eq!(o.status.code(), Some(77), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(77), "{}", describe(&o));
 }
 
 #[test]
@@ -287,7 +257,7 @@ fn malformed_frames_and_peers_without_permission_are_refused_alone() {
         "after",
         "--via-daemon",
     ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     // Another user, not in the socket's group: refused (77), logged.
     if rustix_is_root() {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -314,7 +284,7 @@ fn malformed_frames_and_peers_without_permission_are_refused_alone() {
             .gid(65534)
             .output()
             .unwrap();
-        assert_eq!(o.status.code(), Some(77), "{}", text(&o));
+        assert_eq!(o.status.code(), Some(77), "{}", describe(&o));
         daemon.wait_log("may not use the socket", WAIT);
     } else {
         eprintln!("SKIP the other-user case: not running as root");
@@ -331,9 +301,9 @@ fn malformed_frames_and_peers_without_permission_are_refused_alone() {
         "x",
         "--via-daemon",
     ]);
-    assert_eq!(o.status.code(), Some(69), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(69), "{}", describe(&o));
     let o = uiot(&["pub", "-c", cfg_s, "-t", "upload", "-m", "x", "--direct"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
 }
 
 fn rustix_is_root() -> bool {
@@ -418,11 +388,11 @@ fn hooks_answer_commands_and_apply_desired_values_from_the_cloud() {
     assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
     // The CLI works through the daemon beside the daemon's own shadow.
     let o = uiot(&["shadow", "get", "-c", cfg.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("\"interval\":30"),
         "{}",
-        text(&o)
+        describe(&o)
     );
     assert_eq!(logins(&broker, &d), 1, "one login");
 }
@@ -456,7 +426,7 @@ fn signals_stop_cleanly_and_reload_and_refusals_do_not_end_the_daemon() {
         "x",
         "--via-daemon",
     ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     // SIGTERM: DISCONNECT and exit 0; the socket is gone.
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(WAIT), Some(0), "{}", daemon.log());
@@ -489,7 +459,7 @@ fn signals_stop_cleanly_and_reload_and_refusals_do_not_end_the_daemon() {
     // A bad configuration at start: 78.
     std::fs::write(&cfg, "[device]\nproduct_sn = x\n").unwrap();
     let o = uiot(&["run", "-c", cfg.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(78), "{}", describe(&o));
 }
 
 /// A pseudo-terminal: the test holds the master, the daemon opens the slave.
@@ -663,7 +633,7 @@ fn sigterm_keeps_what_the_on_disk_queue_holds_and_a_restart_delivers_it() {
             o.status.code(),
             Some(0),
             "stored on disk while the link is down: {}\n{}",
-            text(&o),
+            describe(&o),
             daemon.log()
         );
     }

@@ -17,7 +17,6 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -25,6 +24,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::cli::{dynamic_device, static_device, write_config};
 use support::sim::{on_register_command, Sim};
 use support::{Broker, BrokerConfig, Device, DynamicDevice, TempDir};
 
@@ -121,23 +121,9 @@ fn run(name: &str, args: &[&str]) -> Vec<String> {
     Run::start(name, args).finish()
 }
 
-fn write_config(dir: &Path, port: u16, device: &str) -> String {
-    let path = dir.join("uiot.ini");
-    std::fs::write(
-        &path,
-        format!("{device}[connection]\nhost = 127.0.0.1\nport = {port}\ntls = false\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path.to_str().unwrap().into()
-}
-
 fn static_config(dir: &Path, broker: &Broker, d: &Device) -> String {
-    let device = format!(
-        "[device]\nproduct_sn = {}\ndevice_sn = {}\ndevice_secret = {}\n",
-        d.product_sn, d.device_sn, d.secret
-    );
-    write_config(dir, broker.port(), &device)
+    let path = write_config(dir, broker.port(), &static_device(d), "");
+    path.to_str().unwrap().into()
 }
 
 fn has(lines: &[String], text: &str) -> bool {
@@ -175,17 +161,14 @@ fn dynamic_auth_registers_once_then_reads_the_saved_secret() {
         &["--allow-register", &d.device_sn, "--on-register", &hook],
     );
     let dir = TempDir::new("ex-dyn");
-    let device = format!(
-        "[device]\nproduct_sn = {}\ndevice_sn = {}\nproduct_secret = {}\nsecret_file = device.secret\n",
-        d.product_sn, d.device_sn, d.product_secret
-    );
-    let cfg = write_config(dir.path(), broker.port(), &device);
-    let out = run("dynamic_auth", &[&cfg]);
+    let cfg = write_config(dir.path(), broker.port(), &dynamic_device(&d), "");
+    let cfg = cfg.to_str().unwrap();
+    let out = run("dynamic_auth", &[cfg]);
     assert!(
         has(&out, "registered now") && has(&out, "published qos 1") && has(&out, "done"),
         "{out:#?}"
     );
-    let out = run("dynamic_auth", &[&cfg]);
+    let out = run("dynamic_auth", &[cfg]);
     assert!(
         has(&out, "registered before") && has(&out, "done"),
         "{out:#?}"

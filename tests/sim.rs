@@ -18,10 +18,10 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::cli::{dynamic_device, static_device, stderr, stdout, uiot, write_config};
 use support::sim::{on_register_command, Sim};
 use support::{Broker, BrokerConfig, Device, DynamicDevice, TempDir};
 use uiot::platform::shadow::Shadow;
@@ -30,47 +30,16 @@ use uiot::{Client, Error, Identity, Options, QoS};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn uiot(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_uiot"))
-        .args(args)
-        .env_remove("UIOT_CONFIG")
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
 fn config(dir: &Path, port: u16, device: &str) -> PathBuf {
-    let path = dir.join("uiot.ini");
-    std::fs::write(
-        &path,
-        format!("{device}[connection]\nhost = 127.0.0.1\nport = {port}\ntls = false\nconnect_timeout = 3\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
+    write_config(dir, port, device, "")
 }
 
 fn dyn_config(dir: &Path, port: u16, d: &DynamicDevice) -> PathBuf {
-    let device = format!(
-        "[device]\nproduct_sn = {}\ndevice_sn = {}\nproduct_secret = {}\nsecret_file = device.secret\n",
-        d.product_sn, d.device_sn, d.product_secret
-    );
-    config(dir, port, &device)
+    config(dir, port, &dynamic_device(d))
 }
 
 fn static_config(dir: &Path, port: u16, d: &Device) -> PathBuf {
-    let device = format!(
-        "[device]\nproduct_sn = {}\ndevice_sn = {}\ndevice_secret = {}\n",
-        d.product_sn, d.device_sn, d.secret
-    );
-    config(dir, port, &device)
+    config(dir, port, &static_device(d))
 }
 
 fn device(broker: &Broker, d: &Device) -> Client {
@@ -107,7 +76,7 @@ fn registration_once_the_hook_lets_the_device_in_and_refusals_name_the_code() {
     let cfg = dyn_config(dir.path(), broker.port(), &allowed);
     let cfg = cfg.to_str().unwrap();
     let o = uiot(&["register", "-c", cfg]);
-    let (out, err) = text(&o);
+    let (out, err) = (stdout(&o), stderr(&o));
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(out.contains("\"registered\":\"now\""), "{out}");
     let secret = std::fs::read_to_string(dir.path().join("device.secret")).unwrap();
@@ -126,11 +95,11 @@ fn registration_once_the_hook_lets_the_device_in_and_refusals_name_the_code() {
     );
     // The hook added the PSN|DSN|1 login: the device logs in with its secret.
     let o = uiot(&["pub", "-c", cfg, "-t", "upload", "-m", "hello", "-q", "1"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // A second registration (the secret file lost) is refused: 140, the operator.
     std::fs::remove_file(dir.path().join("device.secret")).unwrap();
     let o = uiot(&["register", "-c", cfg]);
-    let err = text(&o).1;
+    let err = stderr(&o);
     assert_eq!(o.status.code(), Some(77), "{err}");
     assert!(
         err.contains("RetCode 140") && err.contains("operator"),
@@ -141,8 +110,8 @@ fn registration_once_the_hook_lets_the_device_in_and_refusals_name_the_code() {
     let dir2 = TempDir::new("sim-reg-unknown");
     let cfg2 = dyn_config(dir2.path(), broker.port(), &unknown);
     let o = uiot(&["register", "-c", cfg2.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(77), "{}", text(&o).1);
-    assert!(text(&o).1.contains("100008"), "{}", text(&o).1);
+    assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
+    assert!(stderr(&o).contains("100008"), "{}", stderr(&o));
     // The state file keeps the registration (0600): a new sim still refuses.
     assert_eq!(sim.quit().code(), Some(0));
     let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
@@ -152,7 +121,7 @@ fn registration_once_the_hook_lets_the_device_in_and_refusals_name_the_code() {
         &["--allow-register", "*", "--state", state.to_str().unwrap()],
     );
     let o = uiot(&["register", "-c", cfg]);
-    assert_eq!(o.status.code(), Some(77), "{}", text(&o).1);
+    assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
 }
 
 #[test]
@@ -172,7 +141,7 @@ fn a_failing_hook_is_a_retry_later_and_nothing_is_saved() {
         o.status.code(),
         Some(75),
         "130 is temporary: {}",
-        text(&o).1
+        stderr(&o)
     );
     assert!(!dir.path().join("device.secret").exists());
     sim.expect("the hook's failure", |l| {
@@ -400,7 +369,7 @@ fn cli_watch_command_wait_and_desired_against_the_sim() {
     sim.expect("the watcher's get", |l| l["request"] == "shadow/get");
     sim.send(&format!("desired {psn} {dsn} {{\"led\": \"on\"}}"));
     let o = watch.join().unwrap();
-    let (out, err) = text(&o);
+    let (out, err) = (stdout(&o), stderr(&o));
     assert_eq!(o.status.code(), Some(0), "{err}");
     let line: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(line["Desired"]["led"], "on");
@@ -430,8 +399,8 @@ fn cli_watch_command_wait_and_desired_against_the_sim() {
     );
     sim.send(&format!("command {psn} {dsn} blink {{\"times\": 3}}"));
     let o = wait.join().unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
-    let printed: Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let printed: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(
         (
             printed["Identifier"].clone(),
@@ -451,13 +420,13 @@ fn cli_watch_command_wait_and_desired_against_the_sim() {
     sim.expect("tdesired ok", |l| l["command"] == "tdesired");
     let o = uiot(&["property", "desired", "-c", &cfg]);
     assert_eq!(
-        text(&o).0.trim(),
+        stdout(&o).trim(),
         r#"{"Desired":{"fan":{"Value":2,"Version":1}}}"#,
         "{}",
-        text(&o).1
+        stderr(&o)
     );
     let o = uiot(&["shadow", "get", "-c", &cfg]);
-    let doc: Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    let doc: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(
         (
             doc["State"]["Reported"]["led"].clone(),

@@ -28,6 +28,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod broker;
+pub mod cli;
 pub mod observer;
 pub mod peer;
 pub mod proxy;
