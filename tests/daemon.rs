@@ -258,6 +258,37 @@ fn malformed_frames_and_peers_without_permission_are_refused_alone() {
         "--via-daemon",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    // A flood of connections that never send CONNECT: the daemon's threads
+    // stay bounded, and it serves again once they are gone.
+    let flood: Vec<_> = (0..150)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let threads: usize = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap();
+    assert!(
+        threads < 64 + 8 + 40,
+        "{threads} threads for 150 idle connections"
+    );
+    drop(flood);
+    std::thread::sleep(Duration::from_millis(300));
+    let o = uiot(&[
+        "pub",
+        "-c",
+        cfg_s,
+        "-t",
+        "upload",
+        "-q",
+        "1",
+        "-m",
+        "after the flood",
+        "--via-daemon",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     // Another user, not in the socket's group: refused (77), logged.
     if rustix_is_root() {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -33,6 +33,9 @@ use super::session;
 
 /// Local connections at once; more are refused (CONNACK 3).
 pub const MAX_SESSIONS: usize = 64;
+/// Connections accepted beyond [`MAX_SESSIONS`] only to be answered
+/// CONNACK 3; past this they are closed unanswered.
+const ACCEPT_MARGIN: usize = 8;
 
 /// What receives the messages of a subscription.
 #[derive(Clone)]
@@ -79,6 +82,8 @@ pub struct Shared {
     next_owner: AtomicU64,
     pub stop: AtomicBool,
     dropped: AtomicU64,
+    /// Connections closed unanswered past the cap.
+    refused: AtomicU64,
     /// Open local connections, to shut them down at the end.
     open: Mutex<HashMap<u64, UnixStream>>,
 }
@@ -172,6 +177,7 @@ impl Relay {
             next_owner: AtomicU64::new(1),
             stop: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
         });
         let s = Arc::clone(&shared);
@@ -241,6 +247,19 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>) {
                 continue;
             }
         };
+        // Connections beyond the cap (and a margin for those still in
+        // their CONNECT) are closed at once: no thread, no memory.
+        if lock(&shared.open).len() >= MAX_SESSIONS + ACCEPT_MARGIN {
+            let n = shared.refused.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() {
+                log::warn!(
+                    "local socket: more than {MAX_SESSIONS} connections; {} refused so far",
+                    n + 1
+                );
+            }
+            drop(stream);
+            continue;
+        }
         let owner = shared.next_owner.fetch_add(1, Ordering::Relaxed);
         if let Ok(c) = stream.try_clone() {
             lock(&shared.open).insert(owner, c);
