@@ -8,14 +8,14 @@
 //! `uiot command wait`).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{json, Map, Value};
 use uiot::config::MetricsConfig;
 use uiot::{Client, QoS};
 
 /// One reading of every metric, as `(index in METRICS, value)`.
-fn read(queue_dir: Option<&Path>, restarts: u64, queue_depth: usize) -> Vec<(usize, Value)> {
+fn read(queue_dir: Option<&Path>, restarts: usize, queue_depth: usize) -> Vec<(usize, Value)> {
     let mut out = Vec::new();
     let first = |path: &str| -> Option<f64> {
         let text = std::fs::read_to_string(path).ok()?;
@@ -57,7 +57,7 @@ pub fn post(
     config: &MetricsConfig,
     client: &Client,
     queue_dir: Option<&Path>,
-    restarts: &AtomicU64,
+    restarts: &AtomicUsize,
     id: u64,
 ) {
     let depth = client.queue_stats().pending;

@@ -21,7 +21,8 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+// No AtomicU64: 32-bit MIPS (OpenWrt routers) has no 64-bit atomics.
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -47,7 +48,7 @@ pub enum Sink {
 }
 
 struct Entry {
-    owner: u64,
+    owner: usize,
     filter: String,
     qos: QoS,
     sink: Sink,
@@ -79,13 +80,13 @@ pub struct Shared {
     pub link_up: Arc<AtomicBool>,
     table: Mutex<Table>,
     pub sessions: AtomicUsize,
-    next_owner: AtomicU64,
+    next_owner: AtomicUsize,
     pub stop: AtomicBool,
-    dropped: AtomicU64,
+    dropped: AtomicUsize,
     /// Connections closed unanswered past the cap.
-    refused: AtomicU64,
+    refused: AtomicUsize,
     /// Open local connections, to shut them down at the end.
-    open: Mutex<HashMap<u64, UnixStream>>,
+    open: Mutex<HashMap<usize, UnixStream>>,
 }
 
 /// The running local socket.
@@ -174,10 +175,10 @@ impl Relay {
             link_up,
             table: Mutex::new(Table::default()),
             sessions: AtomicUsize::new(0),
-            next_owner: AtomicU64::new(1),
+            next_owner: AtomicUsize::new(1),
             stop: AtomicBool::new(false),
-            dropped: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
+            dropped: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
             open: Mutex::new(HashMap::new()),
         });
         let s = Arc::clone(&shared);
@@ -251,7 +252,7 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>) {
         // their CONNECT) are closed at once: no thread, no memory.
         if lock(&shared.open).len() >= MAX_SESSIONS + ACCEPT_MARGIN {
             let n = shared.refused.fetch_add(1, Ordering::Relaxed);
-            if n.is_power_of_two() {
+            if (n + 1).is_power_of_two() {
                 log::warn!(
                     "local socket: more than {MAX_SESSIONS} connections; {} refused so far",
                     n + 1
@@ -285,7 +286,7 @@ impl Shared {
     /// upstream (and its refusal refuses this one).
     pub fn subscribe(
         &self,
-        owner: u64,
+        owner: usize,
         filter: &str,
         qos: QoS,
         sink: Sink,
@@ -310,7 +311,7 @@ impl Shared {
     }
 
     /// Removes `owner`'s subscription to `filter` (if any).
-    pub fn unsubscribe(&self, owner: u64, filter: &str) {
+    pub fn unsubscribe(&self, owner: usize, filter: &str) {
         let mut t = lock(&self.table);
         if let Some(i) = t
             .entries
@@ -323,7 +324,7 @@ impl Shared {
     }
 
     /// Removes every subscription of `owner`.
-    pub fn forget(&self, owner: u64) {
+    pub fn forget(&self, owner: usize) {
         let mut t = lock(&self.table);
         let mine: Vec<String> = t
             .entries
@@ -368,7 +369,7 @@ impl Shared {
                     copy.qos = qos.min(m.qos);
                     if let Err(TrySendError::Full(_)) = tx.try_send(copy) {
                         let n = self.dropped.fetch_add(1, Ordering::Relaxed);
-                        if n.is_power_of_two() {
+                        if (n + 1).is_power_of_two() {
                             log::warn!(
                                 "local socket: a local subscriber does not keep up; {} message(s) dropped for it so far",
                                 n + 1

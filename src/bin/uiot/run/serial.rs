@@ -14,7 +14,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+// No AtomicUsize: 32-bit MIPS (OpenWrt routers) has no 64-bit atomics.
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -198,11 +199,11 @@ pub struct SerialStats {
 struct Shared {
     stop: AtomicBool,
     open: AtomicBool,
-    frames_up: AtomicU64,
-    frames_down: AtomicU64,
-    cut: AtomicU64,
-    dropped_down: AtomicU64,
-    reopens: AtomicU64,
+    frames_up: AtomicUsize,
+    frames_down: AtomicUsize,
+    cut: AtomicUsize,
+    dropped_down: AtomicUsize,
+    reopens: AtomicUsize,
     /// The writer's clone of the open port; `None` while it is closed.
     writer_port: Mutex<Option<Port>>,
     /// Wakes the reopen wait at stop.
@@ -222,8 +223,13 @@ impl Shared {
     }
 }
 
-fn bump(counter: &AtomicU64) -> u64 {
+fn bump(counter: &AtomicUsize) -> usize {
     counter.fetch_add(1, Ordering::Relaxed).saturating_add(1)
+}
+
+/// A counter as the `u64` of [`SerialStats`].
+fn count(counter: &AtomicUsize) -> u64 {
+    u64::try_from(counter.load(Ordering::Relaxed)).unwrap_or(u64::MAX)
 }
 
 /// The downlink queue was full (or the bridge stopped): the frame is
@@ -327,11 +333,11 @@ impl Bridge {
     pub fn stats(&self) -> SerialStats {
         let s = &self.shared;
         SerialStats {
-            frames_up: s.frames_up.load(Ordering::Relaxed),
-            frames_down: s.frames_down.load(Ordering::Relaxed),
-            cut: s.cut.load(Ordering::Relaxed),
-            dropped_down: s.dropped_down.load(Ordering::Relaxed),
-            reopens: s.reopens.load(Ordering::Relaxed),
+            frames_up: count(&s.frames_up),
+            frames_down: count(&s.frames_down),
+            cut: count(&s.cut),
+            dropped_down: count(&s.dropped_down),
+            reopens: count(&s.reopens),
             open: s.open.load(Ordering::Relaxed),
         }
     }
@@ -526,7 +532,8 @@ fn pump(
                 last_byte = None;
             }
         }
-        shared.cut.store(framer.cut(), Ordering::Relaxed);
+        let cut = usize::try_from(framer.cut()).unwrap_or(usize::MAX);
+        shared.cut.store(cut, Ordering::Relaxed);
         for frame in frames.drain(..) {
             bump(&shared.frames_up);
             uplink(frame);

@@ -244,7 +244,7 @@ fn rss_kib() -> u64 {
 fn ten_megabytes_through_raw_arrive_whole_in_bounded_memory() {
     const TOTAL: u64 = 10 * 1024 * 1024;
     let mut p = pty();
-    let received = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let bad = Arc::new(Mutex::new(None::<String>));
     let (r, b) = (Arc::clone(&received), Arc::clone(&bad));
     let mut offset = 0u64;

@@ -20,7 +20,8 @@
 //! hook is run (`hooks`).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+// AtomicUsize, not AtomicU64: 32-bit MIPS has no 64-bit atomics.
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -78,7 +79,7 @@ pub struct Services {
     runner: Arc<HookRunner>,
     bridges: Vec<Bridge>,
     /// Reconnects since start (for `[metrics] link_restarts`).
-    restarts: Arc<AtomicU64>,
+    restarts: Arc<AtomicUsize>,
     /// What every hook gets.
     base: Base,
     /// Dropped at stop: ends the metrics thread's wait.
@@ -118,7 +119,7 @@ impl Services {
         let mut s = Services {
             runner,
             bridges: Vec::new(),
-            restarts: Arc::new(AtomicU64::new(0)),
+            restarts: Arc::new(AtomicUsize::new(0)),
             base: base.clone(),
             stop_tx: Some(stop_tx),
             stop_rx: Some(stop_rx),

@@ -36,7 +36,7 @@ const CONNECT_WAIT: Duration = Duration::from_secs(10);
 type Writer = Arc<Mutex<UnixStream>>;
 
 /// Serves one connection until it ends (errors are logged here).
-pub fn run(shared: &Arc<Shared>, owner: u64, stream: UnixStream) {
+pub fn run(shared: &Arc<Shared>, owner: usize, stream: UnixStream) {
     shared.sessions.fetch_add(1, Ordering::SeqCst);
     match serve(shared, owner, &stream) {
         Ok(()) => log::debug!("local socket: connection {owner} closed"),
@@ -134,7 +134,7 @@ fn in_group(pid: i32, gid: u32) -> bool {
         .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
 }
 
-fn serve(shared: &Arc<Shared>, owner: u64, stream: &UnixStream) -> Result<(), String> {
+fn serve(shared: &Arc<Shared>, owner: usize, stream: &UnixStream) -> Result<(), String> {
     let writer: Writer = Arc::new(Mutex::new(
         stream
             .try_clone()
