@@ -393,6 +393,16 @@ fn ota_download_md5_mismatch_is_minus_4_and_leaves_no_file() {
     }
     assert_eq!(run(&n, dir.path(), &fast()).0.unwrap_err().err_code(), -4);
     no_files(dir.path());
+    // So is a file shorter than Size, at once: not fetched again and again.
+    let srv = serve(data.clone(), Mode::Whole);
+    let mut n = notice(srv.port, &data);
+    if let Notice::Update { size, .. } = &mut n {
+        *size = 41_000;
+    }
+    let e = run(&n, dir.path(), &fast()).0.unwrap_err();
+    assert!(matches!(e, OtaError::Md5Mismatch(_)), "{e}");
+    assert_eq!(srv.requests.load(Ordering::SeqCst), 1);
+    no_files(dir.path());
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Fetching a firmware image: HTTP(S) GET into a staging file, resumed
 //! with `Range` after a cut, checked against the notice's Size and MD5,
-//! then renamed into place; and [`OtaError`], the outcome a device reports.
+//! then renamed into place.
 //!
 //! Owns: the free-space check, the staging and final file names, the HTTP
 //! status and error mapping to the platform's ErrCodes, the retry and
@@ -9,7 +9,6 @@
 //! Must not touch: MQTT (the caller publishes progress and the outcome),
 //! installing the image.
 
-use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -18,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 
+use super::error::OtaError;
 use super::messages::Notice;
 
 /// Bytes read and written at a time.
@@ -26,110 +26,6 @@ pub const CHUNK: usize = 16 * 1024;
 pub const SPACE_MARGIN: u64 = 1024 * 1024;
 /// Most HTTP requests for one download (cuts that made progress included).
 const MAX_REQUESTS: u32 = 1000;
-
-/// Why a download (or the installation after it) failed. [`err_code`]
-/// gives the `report_fail` ErrCode.
-///
-/// [`err_code`]: OtaError::err_code
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum OtaError {
-    /// The server could not be reached, or answered 404 or another
-    /// error status (ErrCode -1). The text says what happened.
-    UrlUnreachable(String),
-    /// The server answered 403: the pre-signed URL expired (ErrCode -2).
-    SignatureExpired,
-    /// Connecting, the response or the body stalled past the timeout, on
-    /// every retry (ErrCode -3).
-    Timeout(String),
-    /// The file's MD5 or size is not the notice's (ErrCode -4); the file
-    /// was removed.
-    Md5Mismatch(String),
-    /// Installing the image failed (ErrCode -5); for the application's
-    /// own install step.
-    BurnFailed(String),
-    /// The directory has too little free space; nothing was requested
-    /// (ErrCode -1: the firmware cannot be fetched).
-    NoSpace {
-        /// Bytes needed (Size plus [`SPACE_MARGIN`]).
-        need: u64,
-        /// Bytes free.
-        free: u64,
-    },
-    /// The download was cancelled (the `cancel` flag); the file was
-    /// removed. Not reported to the cloud: it was the cloud that cancelled
-    /// (its err_code, -1, is only there for completeness).
-    Cancelled,
-    /// Writing the file failed (ErrCode -1).
-    Io {
-        /// What was being done.
-        context: String,
-        /// The underlying error.
-        source: io::Error,
-    },
-}
-
-impl OtaError {
-    /// The `report_fail` ErrCode: -1 unreachable (also no space, I/O and
-    /// cancelled), -2 signature expired, -3 timeout, -4 MD5 or size
-    /// mismatch, -5 burning failed.
-    pub fn err_code(&self) -> i64 {
-        match self {
-            OtaError::SignatureExpired => -2,
-            OtaError::Timeout(_) => -3,
-            OtaError::Md5Mismatch(_) => -4,
-            OtaError::BurnFailed(_) => -5,
-            OtaError::UrlUnreachable(_)
-            | OtaError::NoSpace { .. }
-            | OtaError::Cancelled
-            | OtaError::Io { .. } => -1,
-        }
-    }
-}
-
-impl fmt::Display for OtaError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OtaError::UrlUnreachable(s) => write!(
-                f,
-                "firmware not fetched: {s}; check the device's network and that the firmware \
-                 still exists in the UIoT Core console"
-            ),
-            OtaError::SignatureExpired => write!(
-                f,
-                "the firmware URL's signature expired (HTTP 403): start the upgrade again in \
-                 the UIoT Core console"
-            ),
-            OtaError::Timeout(s) => write!(
-                f,
-                "firmware download timed out: {s}; check the device's network, the upgrade can \
-                 be started again"
-            ),
-            OtaError::Md5Mismatch(s) => write!(
-                f,
-                "firmware rejected: {s}; the file was removed; check the file uploaded to the \
-                 console"
-            ),
-            OtaError::BurnFailed(s) => write!(f, "installing the firmware failed: {s}"),
-            OtaError::NoSpace { need, free } => write!(
-                f,
-                "not enough free space for the firmware: {need} bytes needed, {free} free; free \
-                 some or choose another download directory"
-            ),
-            OtaError::Cancelled => write!(f, "firmware download cancelled"),
-            OtaError::Io { context, source } => write!(f, "{context}: {source}"),
-        }
-    }
-}
-
-impl std::error::Error for OtaError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            OtaError::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
 
 /// How a download behaves on a slow or broken link.
 #[derive(Debug, Clone)]
@@ -315,6 +211,10 @@ impl<P: FnMut(u8)> Job<'_, P> {
         let mut failures: u32 = 0;
         for _ in 0..MAX_REQUESTS {
             self.check_cancel()?;
+            if self.done > 0 && self.done == self.size {
+                // All in, though the last request ended in an error.
+                return Ok(());
+            }
             match self.request(&agent, file)? {
                 Attempt::Complete => return Ok(()),
                 Attempt::Failed {
@@ -383,6 +283,11 @@ impl<P: FnMut(u8)> Job<'_, P> {
             }
             s => return Err(OtaError::UrlUnreachable(format!("HTTP {s}"))),
         }
+        // A body with a length or chunked ends cleanly only when complete;
+        // one delimited by the connection's close may also end by a cut.
+        let framed = ["content-length", "transfer-encoding"]
+            .iter()
+            .any(|h| resp.headers().contains_key(*h));
         let mut body = resp.into_body().into_reader();
         let mut buf = vec![0u8; CHUNK];
         let mut progressed = false;
@@ -410,6 +315,12 @@ impl<P: FnMut(u8)> Job<'_, P> {
             self.done = done;
             progressed = true;
             self.tick();
+        }
+        if self.done < self.size && framed {
+            return Err(OtaError::Md5Mismatch(format!(
+                "the server's file ends at {} bytes, Size is {}",
+                self.done, self.size
+            )));
         }
         if self.done < self.size {
             return retryable(
@@ -568,14 +479,5 @@ mod tests {
         assert_eq!(range_start("bytes 100-199/200"), Some(100));
         assert_eq!(range_start("bytes */200"), None);
         assert_eq!(range_start("items 1-2/3"), None);
-    }
-
-    #[test]
-    fn ota_err_codes() {
-        assert_eq!(OtaError::SignatureExpired.err_code(), -2);
-        assert_eq!(OtaError::Timeout(String::new()).err_code(), -3);
-        assert_eq!(OtaError::Md5Mismatch(String::new()).err_code(), -4);
-        assert_eq!(OtaError::BurnFailed(String::new()).err_code(), -5);
-        assert_eq!(OtaError::UrlUnreachable(String::new()).err_code(), -1);
     }
 }

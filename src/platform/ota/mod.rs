@@ -36,6 +36,7 @@
 //! ```
 
 mod download;
+mod error;
 mod messages;
 
 use std::collections::HashSet;
@@ -45,8 +46,9 @@ use std::time::Duration;
 
 pub use download::{
     check_space, download, download_with, free_space, image_path, staging_path, DownloadOptions,
-    OtaError, CHUNK, SPACE_MARGIN,
+    CHUNK, SPACE_MARGIN,
 };
+pub use error::OtaError;
 pub use messages::{parse_downstream, ModuleVersion, Notice, MAX_NAME, MAX_SIZE};
 
 use super::service;
