@@ -14,8 +14,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -182,6 +182,11 @@ struct Server {
 }
 
 fn serve(data: Arc<Vec<u8>>, mode: Mode) -> Server {
+    serve_with(data, mode, None)
+}
+
+/// [`serve`], over TLS when `tls` is given.
+fn serve_with(data: Arc<Vec<u8>>, mode: Mode, tls: Option<native_tls::TlsAcceptor>) -> Server {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let requests = Arc::new(AtomicUsize::new(0));
@@ -193,7 +198,15 @@ fn serve(data: Arc<Vec<u8>>, mode: Mode) -> Server {
             let Ok(conn) = conn else { return };
             let n = r.fetch_add(1, Ordering::SeqCst);
             let (data, s, g) = (data.clone(), s.clone(), g.clone());
-            std::thread::spawn(move || answer(conn, &data, mode, n, &s, &g));
+            let tls = tls.clone();
+            std::thread::spawn(move || match tls {
+                None => answer(conn, &data, mode, n, &s, &g),
+                Some(a) => {
+                    if let Ok(conn) = a.accept(conn) {
+                        answer(conn, &data, mode, n, &s, &g);
+                    }
+                }
+            });
         }
     });
     Server {
@@ -204,8 +217,8 @@ fn serve(data: Arc<Vec<u8>>, mode: Mode) -> Server {
     }
 }
 
-fn answer(
-    mut conn: TcpStream,
+fn answer<S: Read + Write>(
+    mut conn: S,
     data: &[u8],
     mode: Mode,
     n: usize,
@@ -213,16 +226,16 @@ fn answer(
     ranges: &Mutex<Vec<Option<u64>>>,
 ) {
     let mut range = None;
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
+    // The request head, a byte at a time (nothing follows it).
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match conn.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
         }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
+    }
+    for line in String::from_utf8_lossy(&head).lines() {
         if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
             range = v.trim_end_matches('-').parse::<u64>().ok();
         }
@@ -495,4 +508,58 @@ fn ota_download_refused_before_any_request_without_space() {
     assert!(matches!(e, OtaError::NoSpace { .. }), "{e}");
     assert_eq!(srv.requests.load(Ordering::SeqCst), 0);
     no_files(dir.path());
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn ota_download_over_https_with_a_given_ca_and_refused_without_it() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(DnType::CommonName, "uiot ota test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = p.self_signed(&ca_key).unwrap();
+    let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    p.subject_alt_names
+        .push(SanType::IpAddress(std::net::IpAddr::V4(
+            std::net::Ipv4Addr::LOCALHOST,
+        )));
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+    let id =
+        native_tls::Identity::from_pkcs8(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+            .unwrap();
+    let acceptor = native_tls::TlsAcceptor::new(id).unwrap();
+
+    let data = firmware(100_000);
+    let https = |port: u16| {
+        let mut n = notice(port, &data);
+        if let Notice::Update { url, .. } = &mut n {
+            *url = url.replace("http://", "https://");
+        }
+        n
+    };
+    let dir = TempDir::new("ota-https");
+    // The system's roots do not know the test CA: refused, not retried,
+    // nothing kept.
+    let srv = serve_with(data.clone(), Mode::Whole, Some(acceptor.clone()));
+    let e = run(&https(srv.port), dir.path(), &fast()).0.unwrap_err();
+    assert!(matches!(e, OtaError::UrlUnreachable(_)), "{e}");
+    assert!(
+        srv.ranges.lock().unwrap().is_empty(),
+        "no request got through"
+    );
+    no_files(dir.path());
+    // With the CA: fetched, cut after 40 000 bytes, resumed over TLS.
+    let srv = serve_with(data.clone(), Mode::CutAt(40_000), Some(acceptor));
+    let opts = DownloadOptions {
+        ca_pem: Some(ca.pem().into_bytes()),
+        ..fast()
+    };
+    let (r, _) = run(&https(srv.port), dir.path(), &opts);
+    assert_eq!(std::fs::read(r.unwrap()).unwrap(), *data);
+    let ranges = srv.ranges.lock().unwrap().clone();
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
+    assert!(ranges[1].is_some_and(|r| r > 0), "{ranges:?}");
 }

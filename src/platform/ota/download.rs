@@ -48,6 +48,10 @@ pub struct DownloadOptions {
     pub progress_every: Duration,
     /// Free space required on top of Size. Default [`SPACE_MARGIN`].
     pub margin: u64,
+    /// Certificates (PEM) to trust for `https://` instead of the system's
+    /// roots, e.g. DigiCert Global Root CA on a board without a CA bundle.
+    /// Only with the `tls` feature. Default none (the system's roots).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for DownloadOptions {
@@ -59,6 +63,7 @@ impl Default for DownloadOptions {
             backoff: Duration::from_secs(1),
             progress_every: Duration::from_secs(5),
             margin: SPACE_MARGIN,
+            ca_pem: None,
         }
     }
 }
@@ -207,7 +212,7 @@ struct Job<'a, P> {
 
 impl<P: FnMut(u8)> Job<'_, P> {
     fn fetch(&mut self, file: &mut File) -> Result<(), OtaError> {
-        let agent = agent(self.opts);
+        let agent = agent(self.opts)?;
         let mut failures: u32 = 0;
         for _ in 0..MAX_REQUESTS {
             self.check_cancel()?;
@@ -253,6 +258,12 @@ impl<P: FnMut(u8)> Job<'_, P> {
         }
         let resp = match req.call() {
             Ok(r) => r,
+            // A bad URL or certificate stays bad: not retried.
+            Err(e @ (ureq::Error::BadUri(_) | ureq::Error::Tls(_) | ureq::Error::TlsRequired)) => {
+                return Err(classify(e))
+            }
+            #[cfg(feature = "tls")]
+            Err(e @ ureq::Error::NativeTls(_)) => return Err(classify(e)),
             Err(e) => return retryable(classify(e), false),
         };
         match resp.status().as_u16() {
@@ -405,7 +416,7 @@ fn retryable(error: OtaError, progressed: bool) -> Result<Attempt, OtaError> {
     Ok(Attempt::Failed { error, progressed })
 }
 
-fn agent(opts: &DownloadOptions) -> ureq::Agent {
+fn agent(opts: &DownloadOptions) -> Result<ureq::Agent, OtaError> {
     let b = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(5)
@@ -419,10 +430,38 @@ fn agent(opts: &DownloadOptions) -> ureq::Agent {
     let b = b.tls_config(
         ureq::tls::TlsConfig::builder()
             .provider(ureq::tls::TlsProvider::NativeTls)
-            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+            .root_certs(roots(opts.ca_pem.as_deref())?)
             .build(),
     );
-    b.build().into()
+    Ok(b.build().into())
+}
+
+#[cfg(feature = "tls")]
+fn roots(pem: Option<&[u8]>) -> Result<ureq::tls::RootCerts, OtaError> {
+    use ureq::tls::{parse_pem, PemItem, RootCerts};
+    let Some(pem) = pem else {
+        return Ok(RootCerts::PlatformVerifier);
+    };
+    let mut certs = Vec::new();
+    for item in parse_pem(pem) {
+        match item {
+            Ok(PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => return Err(bad_ca(&e.to_string())),
+        }
+    }
+    if certs.is_empty() {
+        return Err(bad_ca("no certificate in it"));
+    }
+    Ok(RootCerts::from(certs))
+}
+
+#[cfg(feature = "tls")]
+fn bad_ca(why: &str) -> OtaError {
+    OtaError::Io {
+        context: "reading DownloadOptions::ca_pem".into(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, why.to_string()),
+    }
 }
 
 /// The first byte of `Content-Range: bytes N-M/T`.
