@@ -117,6 +117,9 @@ fn ota_reports_reach_the_cloud_and_notices_are_handed_over_once() {
         }
     );
     assert!(ota.is_active("default", "2.0.0"));
+    let flag = ota.cancel_flag("default", "2.0.0").unwrap();
+    assert!(!flag.load(Ordering::SeqCst));
+    assert!(ota.cancel_flag("default", "9.9").is_none());
     publish(&update_json("2.0.0"));
     // Malformed ones: dropped (with a warning).
     c.publish(&down, b"not json", QoS::AtLeastOnce).unwrap();
@@ -134,6 +137,10 @@ fn ota_reports_reach_the_cloud_and_notices_are_handed_over_once() {
             module: "default".into(),
             version: "2.0.0".into()
         }
+    );
+    assert!(
+        flag.load(Ordering::SeqCst),
+        "the cancel set the upgrade's flag"
     );
     assert_eq!(ota.next_notice(Duration::from_millis(300)), None);
     // A failure report ends the upgrade: the same update is handed over again.

@@ -3,7 +3,8 @@
 //!
 //! Owns: the `ota/downstream` route and its dispatcher, the queue of
 //! notices for the application, the set of upgrades in progress (a repeated
-//! `update_firmware` for one of them is dropped), the upstream reports.
+//! `update_firmware` for one of them is dropped) and their cancel flags,
+//! the upstream reports.
 //! Must not touch: other services' topics, installing an image (the
 //! application's), when to upgrade (the application's).
 //!
@@ -11,24 +12,28 @@
 //! application calls [`Ota::finish`] for it (or [`Ota::report_success`] /
 //! [`Ota::report_fail`], which call it): the broker may resend the QoS 1
 //! `update_firmware`, and a second download of the same image must not
-//! start while the first runs. A `cancel_update` is always handed over.
+//! start while the first runs. A `cancel_update` is always handed over,
+//! and sets the upgrade's [`Ota::cancel_flag`].
 //!
 //! ```no_run
-//! use std::sync::atomic::AtomicBool;
-//! use uiot::platform::ota::{self, ModuleVersion, Notice, Ota};
+//! use std::path::Path;
+//! use uiot::platform::ota::{self, ModuleVersion, Notice, Ota, OtaError};
 //! # let id = uiot::Identity::new("70ly1tvowt696r15", "aruidyl0rt9tuvod");
 //! # let client = uiot::Client::connect(uiot::Options::device("127.0.0.1", 1883, id, "hly3dk1u5y8fq0b9"))?;
 //! let ota = Ota::new(&client, vec![ModuleVersion::new("default", "1.0.0")])?;
 //! ota.report_version()?;
 //! ota.request_firmware()?;
-//! let cancel = AtomicBool::new(false);
 //! if let Some(n @ Notice::Update { .. }) = ota.recv() {
 //!     let (module, version) = n.target();
-//!     let got = ota::download(&n, std::path::Path::new("/tmp"), &cancel, |pct| {
+//!     // Set by a cancel_update for this upgrade. (A real device downloads
+//!     // on a worker thread and keeps taking notices meanwhile.)
+//!     let cancel = ota.cancel_flag(module, version).unwrap_or_default();
+//!     let got = ota::download(&n, Path::new("/var/lib/uiot"), &cancel, |pct| {
 //!         let _ = ota.report_progress(module, "downloading", pct, version);
 //!     });
 //!     match got {
 //!         Ok(_image) => { /* install it, restart, then report_success */ }
+//!         Err(OtaError::Cancelled) => ota.finish(module, version),
 //!         Err(e) => ota.report_fail(module, version, e.err_code())?,
 //!     }
 //! }
@@ -39,7 +44,8 @@ mod download;
 mod error;
 mod messages;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,7 +66,8 @@ use crate::Client;
 /// warning (the cloud's `request_firmware` answer brings an update back).
 const NOTICE_QUEUE: usize = 8;
 
-type Active = Arc<Mutex<HashSet<(String, String)>>>;
+/// Upgrades handed over and not finished, each with its cancel flag.
+type Active = Arc<Mutex<HashMap<(String, String), Arc<AtomicBool>>>>;
 
 /// The OTA service of the client's device. Cheap to clone.
 #[derive(Clone)]
@@ -76,7 +83,7 @@ impl std::fmt::Debug for Ota {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ota")
             .field("modules", &*lock(&self.modules))
-            .field("active", &*lock(&self.active))
+            .field("active", &lock(&self.active).keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -196,7 +203,16 @@ impl Ota {
     /// Whether an update of `module` to `version` was handed over and not
     /// finished.
     pub fn is_active(&self, module: &str, version: &str) -> bool {
-        lock(&self.active).contains(&(module.to_string(), version.to_string()))
+        lock(&self.active).contains_key(&(module.to_string(), version.to_string()))
+    }
+
+    /// The cancel flag of the active upgrade of `module` to `version`
+    /// (`None` when it is not active): a `cancel_update` for it sets the
+    /// flag, so a [`download`] given it stops between chunks.
+    pub fn cancel_flag(&self, module: &str, version: &str) -> Option<Arc<AtomicBool>> {
+        lock(&self.active)
+            .get(&(module.to_string(), version.to_string()))
+            .cloned()
     }
 
     /// End the upgrade of `module` to `version`: a later `update_firmware`
@@ -248,13 +264,21 @@ impl Dispatcher {
             (m.to_string(), v.to_string())
         };
         let is_update = matches!(notice, Notice::Update { .. });
-        if is_update && !lock(&self.active).insert(key.clone()) {
-            log::info!(
-                "update_firmware for {} {} again while it is in progress: ignored",
-                key.0,
-                key.1
-            );
-            return;
+        {
+            let mut active = lock(&self.active);
+            if is_update {
+                if active.contains_key(&key) {
+                    log::info!(
+                        "update_firmware for {} {} again while it is in progress: ignored",
+                        key.0,
+                        key.1
+                    );
+                    return;
+                }
+                active.insert(key.clone(), Arc::new(AtomicBool::new(false)));
+            } else if let Some(flag) = active.get(&key) {
+                flag.store(true, Ordering::Relaxed);
+            }
         }
         if let Err(TrySendError::Full(_)) = self.notices.try_send(notice) {
             log::warn!(
