@@ -193,7 +193,13 @@ fn serve(data: Arc<Vec<u8>>, mode: Mode) -> Server {
 }
 
 /// [`serve`], over TLS when `tls` is given.
-fn serve_with(data: Arc<Vec<u8>>, mode: Mode, tls: Option<native_tls::TlsAcceptor>) -> Server {
+#[cfg(feature = "tls")]
+type Acceptor = native_tls::TlsAcceptor;
+/// No TLS server in a build without TLS.
+#[cfg(not(feature = "tls"))]
+type Acceptor = std::convert::Infallible;
+
+fn serve_with(data: Arc<Vec<u8>>, mode: Mode, tls: Option<Acceptor>) -> Server {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let requests = Arc::new(AtomicUsize::new(0));
@@ -205,14 +211,18 @@ fn serve_with(data: Arc<Vec<u8>>, mode: Mode, tls: Option<native_tls::TlsAccepto
             let Ok(conn) = conn else { return };
             let n = r.fetch_add(1, Ordering::SeqCst);
             let (data, s, g) = (data.clone(), s.clone(), g.clone());
+            #[allow(clippy::clone_on_copy)] // Copy in a build without TLS
             let tls = tls.clone();
             std::thread::spawn(move || match tls {
                 None => answer(conn, &data, mode, n, &s, &g),
+                #[cfg(feature = "tls")]
                 Some(a) => {
                     if let Ok(conn) = a.accept(conn) {
                         answer(conn, &data, mode, n, &s, &g);
                     }
                 }
+                #[cfg(not(feature = "tls"))]
+                Some(a) => match a {},
             });
         }
     });
@@ -362,6 +372,15 @@ fn ota_download_whole_file_verified_and_renamed() {
     assert_eq!(seen.last(), Some(&100));
     assert!(seen.iter().all(|p| *p <= 100));
     assert_eq!(srv.requests.load(Ordering::SeqCst), 1);
+    // Paced: with a long interval, the first chunk's percentage and 100.
+    let opts = DownloadOptions {
+        progress_every: Duration::from_secs(3600),
+        ..fast()
+    };
+    let (r, seen) = run(&notice(srv.port, &data), dir.path(), &opts);
+    r.unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[0] < 100 && seen[1] == 100, "{seen:?}");
 }
 
 #[test]
@@ -569,4 +588,18 @@ fn ota_download_over_https_with_a_given_ca_and_refused_without_it() {
     let ranges = srv.ranges.lock().unwrap().clone();
     assert_eq!(ranges.len(), 2, "{ranges:?}");
     assert!(ranges[1].is_some_and(|r| r > 0), "{ranges:?}");
+}
+
+#[cfg(not(feature = "tls"))]
+#[test]
+fn ota_download_https_needs_the_tls_feature() {
+    let data = firmware(1000);
+    let mut n = notice(1, &data);
+    if let Notice::Update { url, .. } = &mut n {
+        *url = url.replace("http://", "https://");
+    }
+    let dir = TempDir::new("ota-notls");
+    let e = run(&n, dir.path(), &fast()).0.unwrap_err();
+    assert!(e.to_string().contains("`tls` feature"), "{e}");
+    no_files(dir.path());
 }
