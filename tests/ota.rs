@@ -160,6 +160,12 @@ fn ota_reports_reach_the_cloud_and_notices_are_handed_over_once() {
         next_json(&inbox).1,
         json!({"Method": "report_success", "Payload": {"Module": "default", "Version": "2.0.0"}})
     );
+    // The new version is what later reports carry.
+    ota.set_version("default", "2.0.0").unwrap();
+    assert!(ota.set_version("default", "bad version").is_err());
+    ota.report_version().unwrap();
+    assert_eq!(next_json(&inbox).1["Payload"]["Version"], json!("2.0.0"));
+    assert_eq!(next_json(&inbox).1["Payload"]["Version"], json!("w_1.2"));
 }
 
 // ---------------------------------------------------------------- HTTP
