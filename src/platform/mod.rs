@@ -5,7 +5,7 @@
 //! `PSN|DSN|authmode`, keep-alive range, topic shapes, rate and size
 //! limits), its RetCodes ([`retcode`]), and the services on its system
 //! topics: [`dynreg`] (dynamic registration), [`shadow`] (device shadow),
-//! [`thing`] (thing model). Broadcast topics (`/PSN/$broadcast/...`) are
+//! [`thing`] (thing model), [`ota`] (firmware upgrade). Broadcast topics (`/PSN/$broadcast/...`) are
 //! plain subscriptions ([`Identity::broadcast_topic`]); the topic guard
 //! refuses to publish to them.
 //! Must not touch: sockets, the packet layer, the INI file format.
@@ -32,6 +32,7 @@ pub mod dynreg;
 pub mod fuzz;
 mod identity;
 mod limits;
+pub mod ota;
 pub mod retcode;
 mod service;
 pub mod shadow;
