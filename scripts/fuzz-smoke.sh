@@ -7,7 +7,7 @@
 # Owns: the CI invocation of the fuzz targets. Must not touch: the corpus in
 # the repository (new inputs go to a scratch directory), the targets.
 #
-# Usage: scripts/fuzz-smoke.sh [target...]     (default: decode ini platform)
+# Usage: scripts/fuzz-smoke.sh [target...]     (default: decode ini platform ota)
 # Environment: FUZZ_SECONDS (per target, default 20).
 #
 # Toolchain: `cargo +nightly` if rustup has a nightly toolchain, else the
@@ -24,7 +24,7 @@ seconds=${FUZZ_SECONDS:-20}
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(decode ini platform)
+    targets=(decode ini platform ota)
 fi
 
 if command -v rustup >/dev/null 2>&1 && rustup run nightly rustc --version >/dev/null 2>&1; then

@@ -17,5 +17,5 @@ cargo clippy --locked --no-default-features --lib --bins -- -D warnings
 echo "== cargo test"
 cargo test --locked --all-targets
 cargo test --locked --doc
-echo "== fuzz smoke (packet decoder, INI loader)"
+echo "== fuzz smoke (packet decoder, INI loader, platform messages, OTA notices)"
 bash scripts/fuzz-smoke.sh
