@@ -4,6 +4,7 @@
 //! connection, behaviour chosen per test: whole file, a cut, a stall, an
 //! error status, a server that ignores Range).
 
+#![cfg(feature = "http")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

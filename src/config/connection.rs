@@ -47,6 +47,9 @@ pub struct ConnectionConfig {
     pub connect_timeout: Duration,
     /// How long a graceful stop waits for QoS 1 acknowledgements.
     pub shutdown_timeout: Duration,
+    /// Base URL of the HTTP uplink (`uiot pub --http`): default
+    /// `https://http-REGION.iot.ucloud.cn`.
+    pub http_url: String,
 }
 
 impl ConnectionConfig {
@@ -57,6 +60,21 @@ impl ConnectionConfig {
             verify_hostname: self.tls_verify_hostname,
         })
     }
+}
+
+/// `http://` or `https://` and a host; a trailing `/` is dropped.
+fn parse_http_url(v: &str) -> Result<String, String> {
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"))
+        .unwrap_or("");
+    if rest.is_empty() || rest.starts_with('/') || v.contains(char::is_whitespace) {
+        return Err(
+            "must be http:// or https:// and a host (e.g. https://http-cn-sh2.iot.ucloud.cn); remove the line for the region's"
+                .into(),
+        );
+    }
+    Ok(v.trim_end_matches('/').to_string())
 }
 
 /// Regions of UIoT Core and their MQTT hosts.
@@ -160,6 +178,7 @@ impl Section for ConnectionConfig {
         Key::plain("protocol"),
         Key::plain("connect_timeout"),
         Key::plain("shutdown_timeout"),
+        Key::plain("http_url"),
     ];
 
     fn read(r: &mut Reader<'_, '_>) -> Option<Self> {
@@ -213,6 +232,7 @@ impl Section for ConnectionConfig {
             "",
         );
 
+        let http_url = r.value("http_url", parse_http_url).optional();
         let region = region?;
         let host = match host {
             Got::Valid(h) => h,
@@ -220,7 +240,6 @@ impl Section for ConnectionConfig {
             Got::Invalid => return None,
         };
         Some(ConnectionConfig {
-            region,
             host,
             port: port.or(default_port)?,
             tls: tls?,
@@ -231,6 +250,8 @@ impl Section for ConnectionConfig {
             protocol: protocol?,
             connect_timeout: connect_timeout?,
             shutdown_timeout: shutdown_timeout?,
+            http_url: http_url?.unwrap_or_else(|| format!("https://http-{region}.iot.ucloud.cn")),
+            region,
         })
     }
 
@@ -249,6 +270,7 @@ impl Section for ConnectionConfig {
         w.key("protocol", protocol_name(self.protocol));
         w.key("connect_timeout", self.connect_timeout.as_secs());
         w.key("shutdown_timeout", self.shutdown_timeout.as_secs());
+        w.key("http_url", &self.http_url);
     }
 }
 

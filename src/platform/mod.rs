@@ -30,6 +30,8 @@ pub const BANDWIDTH_KB: u32 = 1024;
 pub mod dynreg;
 #[doc(hidden)]
 pub mod fuzz;
+#[cfg(feature = "http")]
+pub mod http;
 mod identity;
 mod limits;
 pub mod ota;

@@ -28,13 +28,22 @@ pub fn meaning(code: i64) -> &'static str {
         100049 => "read-only property",
         100053 => "called too frequently, retry later",
         100058 => "property not defined in the thing model",
+        174 => "HTTP token does not exist",
+        100070 => "HTTP timestamp out of range (check the clock)",
+        100071 => "HTTP: product or device not found",
+        100072 => "HTTP: device disabled",
+        100073 => "HTTP token invalid",
+        100074 => "HTTP token expired",
+        100075 => "HTTP: no permission to publish to this topic",
+        100076 => "HTTP body too long",
+        100077 => "HTTP publish failed, retry later",
         _ => "unknown code (see the UIoT Core error code list)",
     }
 }
 
 /// Whether the same request may succeed later without any change.
 pub fn is_temporary(code: i64) -> bool {
-    matches!(code, 110 | 130 | 150 | 151 | 200 | 999 | 100053)
+    matches!(code, 110 | 130 | 150 | 151 | 200 | 999 | 100053 | 100077)
 }
 
 #[cfg(test)]

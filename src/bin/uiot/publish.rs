@@ -37,6 +37,8 @@ options:
                      connection; a refused line stops the input, and the
                      error names its line number and how many were sent
   -d, --debug        log every packet sent and received to stderr
+      --http         publish over HTTPS ([connection] http_url) instead of MQTT:
+                     one request a message, at most 128 KB each, no login
       --direct       connect on its own even when `uiot run` is running
                      (that logs the daemon out: one login per device)
       --via-daemon   go through `uiot run`'s local socket or fail (69)
@@ -66,6 +68,7 @@ struct Args {
     source: Source,
     debug: bool,
     route: cli::Route,
+    http: bool,
 }
 
 fn set_source(s: Source, source: &mut Option<Source>) -> Result<(), Failure> {
@@ -82,6 +85,7 @@ fn parse_args(args: &mut lexopt::Parser) -> Result<Args, Failure> {
     let (mut config, mut topic, mut qos, mut source, mut debug) =
         (None, None, QoS::AtMostOnce, None, false);
     let mut route = cli::Route::Auto;
+    let mut http = false;
     while let Some(arg) = args.next()? {
         match arg {
             Short('c') | Long("config") => config = Some(PathBuf::from(args.value()?)),
@@ -103,6 +107,7 @@ fn parse_args(args: &mut lexopt::Parser) -> Result<Args, Failure> {
             Short('s') | Long("stdin-file") => set_source(Source::Stdin, &mut source)?,
             Short('l') | Long("stdin-line") => set_source(Source::Lines, &mut source)?,
             Short('d') | Long("debug") => debug = true,
+            Long("http") => http = true,
             Short('h') | Long("help") => return Err(Failure::Help),
             other => match cli::Route::flag(&other) {
                 Some(r) => route = r,
@@ -120,6 +125,7 @@ fn parse_args(args: &mut lexopt::Parser) -> Result<Args, Failure> {
         source,
         debug,
         route,
+        http,
     })
 }
 
@@ -131,6 +137,14 @@ pub fn run(args: &mut lexopt::Parser) -> Result<(), Failure> {
         Source::Stdin if input::stdin_closed() => return Err(input::closed_stdin("-s").into()),
         Source::Lines if input::stdin_closed() => return Err(input::closed_stdin("-l").into()),
         _ => {}
+    }
+    if a.http {
+        #[cfg(feature = "http")]
+        return publish_http(a);
+        #[cfg(not(feature = "http"))]
+        return Err(Failure::Usage(
+            "--http: this uiot was built without HTTP (cargo feature `http`); publish over MQTT, or use a build with it".into(),
+        ));
     }
     let target = cli::load_options(a.config)?;
     let options = &target.options;
@@ -160,6 +174,49 @@ pub fn run(args: &mut lexopt::Parser) -> Result<(), Failure> {
             Err(f)
         }
         (r, c) => r.and(c.map_err(Failure::from)),
+    }
+}
+
+#[cfg(feature = "http")]
+/// `--http`: over HTTPS (`[connection] http_url`), one POST a message,
+/// no MQTT connection (the daemon's login is not touched either).
+fn publish_http(a: Args) -> Result<(), Failure> {
+    let config = cli::load_config(a.config)?;
+    let up = uiot::platform::http::HttpUplink::from_config(&config)?;
+    let limit = uiot::platform::http::MAX_HTTP_PAYLOAD;
+    if a.qos == QoS::AtLeastOnce {
+        log::info!("--http: -q does not apply (the platform answers every HTTP publish)");
+    }
+    let single = match &a.source {
+        Source::Message(m) => Some(m.as_encoded_bytes().to_vec()),
+        Source::File(p) => Some(input::read_file(p, limit)?),
+        Source::Stdin => Some(input::read_stdin(limit)?),
+        Source::Lines => None,
+    };
+    if let Some(payload) = single {
+        let id = up.publish(&a.topic, &payload)?;
+        log::debug!("HTTP publish: MessageID {id}");
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut line = Vec::with_capacity(256);
+    let mut sent: u64 = 0;
+    loop {
+        let at = |error| Failure::Line {
+            line: sent.saturating_add(1),
+            sent,
+            error,
+        };
+        if !input::read_line(&mut input, limit, &mut line).map_err(at)? {
+            return Ok(());
+        }
+        let id = up.publish(&a.topic, &line).map_err(at)?;
+        log::debug!(
+            "HTTP publish of line {}: MessageID {id}",
+            sent.saturating_add(1)
+        );
+        sent = sent.saturating_add(1);
     }
 }
 

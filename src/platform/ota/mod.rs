@@ -40,6 +40,7 @@
 //! # Ok::<(), uiot::Error>(())
 //! ```
 
+#[cfg(feature = "http")]
 mod download;
 mod error;
 mod messages;
@@ -50,6 +51,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[cfg(feature = "http")]
 pub use download::{
     check_space, download, download_with, free_space, image_path, staging_path, DownloadOptions,
     CHUNK, SPACE_MARGIN,
