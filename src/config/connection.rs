@@ -50,6 +50,9 @@ pub struct ConnectionConfig {
     /// Base URL of the HTTP uplink (`uiot pub --http`): default
     /// `https://http-REGION.iot.ucloud.cn`.
     pub http_url: String,
+    /// Base URL of file upload (`uiot upload`): default
+    /// `https://file-REGION.iot.ucloud.cn`.
+    pub file_url: String,
 }
 
 impl ConnectionConfig {
@@ -179,6 +182,7 @@ impl Section for ConnectionConfig {
         Key::plain("connect_timeout"),
         Key::plain("shutdown_timeout"),
         Key::plain("http_url"),
+        Key::plain("file_url"),
     ];
 
     fn read(r: &mut Reader<'_, '_>) -> Option<Self> {
@@ -233,6 +237,7 @@ impl Section for ConnectionConfig {
         );
 
         let http_url = r.value("http_url", parse_http_url).optional();
+        let file_url = r.value("file_url", parse_http_url).optional();
         let region = region?;
         let host = match host {
             Got::Valid(h) => h,
@@ -251,6 +256,7 @@ impl Section for ConnectionConfig {
             connect_timeout: connect_timeout?,
             shutdown_timeout: shutdown_timeout?,
             http_url: http_url?.unwrap_or_else(|| format!("https://http-{region}.iot.ucloud.cn")),
+            file_url: file_url?.unwrap_or_else(|| format!("https://file-{region}.iot.ucloud.cn")),
             region,
         })
     }
@@ -271,6 +277,7 @@ impl Section for ConnectionConfig {
         w.key("connect_timeout", self.connect_timeout.as_secs());
         w.key("shutdown_timeout", self.shutdown_timeout.as_secs());
         w.key("http_url", &self.http_url);
+        w.key("file_url", &self.file_url);
     }
 }
 

@@ -39,6 +39,8 @@ pub mod retcode;
 mod service;
 pub mod shadow;
 pub mod thing;
+#[cfg(feature = "http")]
+pub mod upload;
 
 pub use service::DEFAULT_TIMEOUT;
 

@@ -8,7 +8,9 @@
 //! subcommands import only `cli`, so no module imports one that imports it.
 
 use crate::cli::{Command, Failure};
-use crate::{check, command, event, help, property, publish, register, run, shadow, subscribe};
+use crate::{
+    check, command, event, help, property, publish, register, run, shadow, subscribe, upload,
+};
 
 /// Every subcommand, in the order `uiot --help` lists them.
 pub const COMMANDS: &[Command] = &[
@@ -36,6 +38,12 @@ pub const COMMANDS: &[Command] = &[
             "the board daemon: stay online, serve the local socket, run hooks and serial bridges",
         usage: run::USAGE,
         run: run::run,
+    },
+    Command {
+        name: "upload",
+        summary: "upload a file to the platform's file store (HTTPS)",
+        usage: upload::USAGE,
+        run: upload::run,
     },
     Command {
         name: "register",

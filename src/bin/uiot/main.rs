@@ -20,6 +20,7 @@ mod run;
 mod service;
 mod shadow;
 mod subscribe;
+mod upload;
 
 use std::io::Write as _;
 use std::process::ExitCode;
