@@ -10,6 +10,7 @@
 //! - `device`, `connection`, `limits`, `reconnect`, `queue`: one per section;
 //! - `daemon`: `[daemon]`, `[subscribe]`, `[hooks]`, `[metrics]` (for `uiot run`);
 //! - `serial`: `[serial]` and `[serial.NAME]`, which may come several times;
+//! - `ota`: `[ota]` and `[ota.NAME]` (firmware modules), likewise;
 //! - `effective`: the `effective()` rendering shown by `uiot check`.
 //!
 //! Must not touch: sockets, threads, logging, process exit codes, the
@@ -36,6 +37,7 @@ mod device;
 mod effective;
 pub(crate) mod file;
 mod limits;
+mod ota;
 mod problems;
 mod queue;
 mod reader;
@@ -53,6 +55,7 @@ pub use daemon::{
 pub use device::DeviceConfig;
 pub(crate) use secret::parse_secret;
 pub use secret::{read_secret_file, Secret, SecretSource, MAX_SECRET_FILE, MAX_SECRET_LEN};
+pub use ota::{OtaConfig, OtaModule, DEFAULT_MODULE, DEFAULT_OTA_DIR};
 pub use serial::{SerialFraming, SerialPort, SerialPorts};
 
 use file::FileError;
@@ -125,6 +128,8 @@ sections! {
     metrics: MetricsConfig,
     /// `[serial]` and `[serial.NAME]`: the serial bridges of `uiot run`.
     serial: SerialPorts,
+    /// `[ota]` and `[ota.NAME]`: firmware upgrades by `uiot run`.
+    ota: OtaConfig,
 }
 
 impl Config {
@@ -233,6 +238,10 @@ fn parse_with(
         warnings: Vec::new(),
     };
     let config = read_sections(&mut ctx, path);
+    if let Some(c) = &config {
+        let cross = ota::cross_check(&c.ota, c.hooks.on_ota.is_some(), name);
+        ctx.problems.extend(cross);
+    }
     match config {
         Some(mut c) if ctx.problems.is_empty() => {
             c.warnings = ctx.warnings;

@@ -81,9 +81,11 @@ pub(crate) fn structure_problems(ini: &Ini, file: &str) -> Vec<String> {
                     continue;
                 }
                 seen_sections.push(name);
-                // [serial.NAME]: another serial bridge, with [serial]'s keys.
+                // [serial.NAME]: another serial bridge, with [serial]'s keys;
+                // [ota.NAME]: another firmware module, with [ota]'s keys.
                 let base = match name.split_once('.') {
                     Some(("serial", rest)) if !rest.is_empty() => "serial",
+                    Some(("ota", rest)) if !rest.is_empty() => "ota",
                     _ => name,
                 };
                 match SECTIONS.iter().find(|(s, _)| *s == base) {
@@ -204,8 +206,8 @@ mod tests {
         assert_eq!(
             p,
             vec![
-                "uiot.ini: [conection]: unknown section; did you mean [connection]? known sections: [device], [connection], [limits], [reconnect], [queue], [daemon], [subscribe], [hooks], [metrics], [serial]",
-                "uiot.ini: [serail]: unknown section; did you mean [serial]? known sections: [device], [connection], [limits], [reconnect], [queue], [daemon], [subscribe], [hooks], [metrics], [serial]",
+                "uiot.ini: [conection]: unknown section; did you mean [connection]? known sections: [device], [connection], [limits], [reconnect], [queue], [daemon], [subscribe], [hooks], [metrics], [serial], [ota]",
+                "uiot.ini: [serail]: unknown section; did you mean [serial]? known sections: [device], [connection], [limits], [reconnect], [queue], [daemon], [subscribe], [hooks], [metrics], [serial], [ota]",
             ]
         );
         assert_eq!(
