@@ -53,9 +53,9 @@ pub use daemon::{
     DaemonConfig, HooksConfig, MetricsConfig, SubscribeConfig, DEFAULT_SOCKET, METRICS,
 };
 pub use device::DeviceConfig;
+pub use ota::{OtaConfig, OtaModule, DEFAULT_MODULE, DEFAULT_OTA_DIR};
 pub(crate) use secret::parse_secret;
 pub use secret::{read_secret_file, Secret, SecretSource, MAX_SECRET_FILE, MAX_SECRET_LEN};
-pub use ota::{OtaConfig, OtaModule, DEFAULT_MODULE, DEFAULT_OTA_DIR};
 pub use serial::{SerialFraming, SerialPort, SerialPorts};
 
 use file::FileError;

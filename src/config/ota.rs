@@ -314,7 +314,6 @@ pub(crate) fn cross_check(ota: &OtaConfig, on_ota: bool, file: &str) -> Vec<Stri
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::test_util::*;
 
     #[test]
@@ -326,7 +325,10 @@ mod tests {
             minimal()
         ));
         let o = &c.ota;
-        assert_eq!((o.dir.to_str(), o.timeout.as_secs()), (Some("/data/ota"), 5));
+        assert_eq!(
+            (o.dir.to_str(), o.timeout.as_secs()),
+            (Some("/data/ota"), 5)
+        );
         assert_eq!(o.modules.len(), 2);
         assert_eq!(o.modules[0].name, "default");
         assert_eq!(o.modules[0].apply_timeout.as_secs(), 600);
@@ -334,7 +336,10 @@ mod tests {
         assert_eq!(o.modules[1].apply.as_deref(), Some("sysupgrade {file}"));
         assert_eq!(o.modules[1].apply_timeout.as_secs(), 60);
         let eff = c.effective();
-        assert!(eff.contains("[ota.wifi]\napply = sysupgrade {file}\n"), "{eff}");
+        assert!(
+            eff.contains("[ota.wifi]\napply = sysupgrade {file}\n"),
+            "{eff}"
+        );
         // Only named modules: [ota] holds what they share.
         let c = ok(&format!(
             "{}[ota]\napply = /x {{file}}\n[ota.app]\nversion_file = v\n",

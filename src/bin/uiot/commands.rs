@@ -5,11 +5,12 @@
 //! the top-level usage and help text.
 //! Must not touch: what a subcommand does; shared helpers (in `cli`). Only
 //! this module and `main` import the subcommand modules, and the
-//! subcommands import only `cli`, so no module imports one that imports it.
+//! subcommands import only `cli` (and `ota`'s state and version reading,
+//! which `run` shares), so no module imports one that imports it.
 
 use crate::cli::{Command, Failure};
 use crate::{
-    check, command, event, help, property, publish, register, run, shadow, subscribe, upload,
+    check, command, event, help, ota, property, publish, register, run, shadow, subscribe, upload,
 };
 
 /// Every subcommand, in the order `uiot --help` lists them.
@@ -44,6 +45,12 @@ pub const COMMANDS: &[Command] = &[
         summary: "upload a file to the platform's file store (HTTPS)",
         usage: upload::USAGE,
         run: upload::run,
+    },
+    Command {
+        name: "ota",
+        summary: "firmware upgrades: status of each module, check for an upgrade now",
+        usage: ota::USAGE,
+        run: ota::run,
     },
     Command {
         name: "register",

@@ -13,6 +13,7 @@ mod event;
 mod exit;
 mod help;
 mod input;
+mod ota;
 mod property;
 mod publish;
 mod register;

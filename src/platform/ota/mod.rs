@@ -57,7 +57,7 @@ pub use download::{
     CHUNK, SPACE_MARGIN,
 };
 pub use error::OtaError;
-pub(crate) use messages::{check_module, check_version};
+pub(crate) use messages::check_module;
 pub use messages::{parse_downstream, ModuleVersion, Notice, MAX_NAME, MAX_SIZE};
 
 use super::service;

@@ -72,6 +72,8 @@ pub struct HookJob {
     pub name: String,
     /// The executable (a name without `/` is looked up in `PATH`).
     pub program: PathBuf,
+    /// Its arguments (hooks have none; the OTA apply command is `sh -c CMD`).
+    pub args: Vec<String>,
     /// Variables set for the hook (`UIOT_EVENT`, `UIOT_TOPIC`, ...), after
     /// `env_remove` is applied; the rest of the daemon's environment is
     /// inherited. Note that `main` overrides `SSL_CERT_FILE` for uiot
@@ -91,6 +93,7 @@ impl fmt::Debug for HookJob {
         f.debug_struct("HookJob")
             .field("name", &self.name)
             .field("program", &self.program)
+            .field("args", &self.args)
             .field("env", &self.env)
             .field("env_remove", &self.env_remove)
             .field("stdin", &format_args!("{} bytes", self.stdin.len()))
@@ -378,6 +381,7 @@ fn worker(shared: &Shared) {
         let HookJob {
             name,
             program,
+            args,
             env,
             env_remove,
             stdin,
@@ -389,6 +393,7 @@ fn worker(shared: &Shared) {
                 child::Spec {
                     name: &name,
                     program: &program,
+                    args,
                     env,
                     env_remove,
                     stdin,

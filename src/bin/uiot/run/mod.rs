@@ -11,6 +11,7 @@ mod daemon;
 pub mod framing;
 pub mod hooks;
 mod metrics;
+mod ota;
 pub mod relay;
 pub mod serial;
 mod services;

@@ -35,6 +35,7 @@ use uiot::{Client, Event, Message, Options, QoS};
 
 use super::framing::Framing;
 use super::hooks::{HookExit, HookJob, HookLimits, HookOutcome, HookRunner};
+use super::ota::{Env as OtaEnv, OtaService};
 use super::relay::Relay;
 use super::serial::{Bridge, SerialSettings};
 
@@ -48,6 +49,13 @@ struct Base {
 }
 
 impl Base {
+    fn ota_env(&self) -> OtaEnv {
+        OtaEnv {
+            set: self.env.clone(),
+            remove: self.remove.clone(),
+        }
+    }
+
     fn topic(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.system)
     }
@@ -66,6 +74,7 @@ impl Base {
         HookJob {
             name: name.into(),
             program: program.to_path_buf(),
+            args: Vec::new(),
             env,
             env_remove: self.remove.clone(),
             stdin,
@@ -87,6 +96,8 @@ pub struct Services {
     stop_rx: Option<mpsc::Receiver<()>>,
     threads: Vec<JoinHandle<()>>,
     local: Option<Client>,
+    /// `[ota]` upgrades, over a local connection of their own.
+    ota: Option<OtaService>,
 }
 
 impl Services {
@@ -125,10 +136,15 @@ impl Services {
             stop_rx: Some(stop_rx),
             threads: Vec::new(),
             local: None,
+            ota: None,
         };
         s.subscribe(config, client, relay, &base);
         s.metrics(config, client);
         s.serial(config, client, relay);
+        if !config.ota.modules.is_empty() {
+            s.ota = local_client(config, client, "ota")
+                .and_then(|local| OtaService::start(config, local, base.ota_env()));
+        }
         if h.on_command.is_some() || h.on_property_set.is_some() || h.on_shadow_desired.is_some() {
             s.platform(config, client, &base);
         }
@@ -179,10 +195,14 @@ impl Services {
         );
         let (runner, base) = (Arc::clone(&self.runner), self.base.clone());
         let restarts = Arc::clone(&self.restarts);
+        let ota = self.ota.as_ref().map(OtaService::on_connect);
         Arc::new(move |e: Event| {
             let (hook, event, extra) = match e {
                 Event::Connected { .. } => {
                     log::info!("connected");
+                    if let Some(f) = &ota {
+                        f();
+                    }
                     (&on_connect, "connect", Vec::new())
                 }
                 Event::Disconnected(why) => {
@@ -301,15 +321,12 @@ impl Services {
 
     /// Commands, property sets and desired values, over a local connection.
     fn platform(&mut self, config: &Config, client: &Client, base: &Base) {
-        let mut o: Options = client.options().clone();
-        o.local_socket = Some(config.daemon.socket.clone());
-        o.queue = uiot::client::Queue::default();
-        let local = match Client::connect(o) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("hooks: cannot connect to the daemon's own socket: {e}; on_command, on_property_set and on_shadow_desired are off");
-                return;
-            }
+        let Some(local) = local_client(
+            config,
+            client,
+            "on_command, on_property_set and on_shadow_desired",
+        ) else {
+            return;
         };
         let h = &config.hooks;
         if h.on_command.is_some() || h.on_property_set.is_some() {
@@ -354,6 +371,9 @@ impl Services {
     /// then the local connection closes, which ends the service threads.
     pub fn stop(mut self, deadline: Duration) {
         self.stop_tx.take();
+        if let Some(o) = self.ota.take() {
+            o.stop();
+        }
         for b in self.bridges {
             let st = b.stats();
             log::info!(
@@ -372,6 +392,21 @@ impl Services {
         }
         for t in self.threads {
             let _ = t.join();
+        }
+    }
+}
+
+/// A connection to the daemon's own socket for `what` (logged when it
+/// cannot be made: `what` is then off).
+fn local_client(config: &Config, client: &Client, what: &str) -> Option<Client> {
+    let mut o: Options = client.options().clone();
+    o.local_socket = Some(config.daemon.socket.clone());
+    o.queue = uiot::client::Queue::default();
+    match Client::connect(o) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log::error!("cannot connect to the daemon's own socket: {e}; {what} off");
+            None
         }
     }
 }

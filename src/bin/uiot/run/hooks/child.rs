@@ -39,6 +39,7 @@ const TXTBSY_PAUSE: Duration = Duration::from_millis(20);
 pub(super) struct Spec<'a> {
     pub(super) name: &'a str,
     pub(super) program: &'a Path,
+    pub(super) args: Vec<String>,
     pub(super) env: Vec<(String, String)>,
     pub(super) env_remove: Vec<String>,
     pub(super) stdin: Vec<u8>,
@@ -57,6 +58,7 @@ type Captured = Arc<(Mutex<Capture>, Condvar)>;
 pub(super) fn run(shared: &Shared, spec: Spec<'_>) -> HookOutcome {
     let name = spec.name;
     let mut cmd = Command::new(spec.program);
+    cmd.args(&spec.args);
     for k in &spec.env_remove {
         cmd.env_remove(k);
     }

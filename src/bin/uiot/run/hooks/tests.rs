@@ -30,6 +30,7 @@ fn job(name: &str, program: &Path) -> (HookJob, Receiver<(HookOutcome, String)>)
     let job = HookJob {
         name: name.to_owned(),
         program: program.to_owned(),
+        args: Vec::new(),
         env: Vec::new(),
         env_remove: Vec::new(),
         stdin: Vec::new(),
