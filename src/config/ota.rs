@@ -54,6 +54,9 @@ pub struct OtaConfig {
     /// Failed attempts in a row (no byte received) before the download
     /// gives up with ErrCode -3.
     pub retries: u32,
+    /// Free space kept in `dir` on top of an image's Size, in MiB: an
+    /// upgrade that would leave less is refused before the download.
+    pub keep_free_mb: u64,
     /// The modules, `default` first when `[ota]` describes it. Empty: no OTA.
     pub modules: Vec<OtaModule>,
 }
@@ -65,6 +68,7 @@ impl Default for OtaConfig {
             ca_file: None,
             timeout: Duration::from_secs(30),
             retries: 4,
+            keep_free_mb: 1,
             modules: Vec::new(),
         }
     }
@@ -82,6 +86,7 @@ const KEYS: &[Key] = &[
     Key::path("ca_file"),
     Key::plain("timeout"),
     Key::plain("retries"),
+    Key::plain("keep_free"),
     Key::plain("apply"),
     Key::plain("version_command"),
     Key::path("version_file"),
@@ -89,7 +94,7 @@ const KEYS: &[Key] = &[
 ];
 
 /// Keys only `[ota]` may hold.
-const SHARED_ONLY: [&str; 4] = ["dir", "ca_file", "timeout", "retries"];
+const SHARED_ONLY: [&str; 5] = ["dir", "ca_file", "timeout", "retries", "keep_free"];
 
 const DEFAULT_APPLY_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -178,11 +183,13 @@ impl Section for OtaConfig {
         let range = Duration::from_secs(1)..=Duration::from_secs(3600);
         let timeout = r.seconds("timeout", d.timeout, &range, "");
         let retries = r.number("retries", d.retries, 0, 100, "attempts");
+        let keep_free = r.number("keep_free", d.keep_free_mb, 0, 1 << 20, "MiB");
         Some(OtaConfig {
             dir: dir?,
             ca_file: ca_file?,
             timeout: timeout?,
             retries: retries?,
+            keep_free_mb: keep_free?,
             modules: Vec::new(),
         })
     }
@@ -266,6 +273,7 @@ impl Section for OtaConfig {
         }
         w.key("timeout", self.timeout.as_secs());
         w.key("retries", self.retries);
+        w.key("keep_free", self.keep_free_mb);
     }
 
     fn write_all(&self, w: &mut Writer) {

@@ -29,6 +29,7 @@
 
 pub mod broker;
 pub mod cli;
+pub mod daemon;
 pub mod observer;
 pub mod peer;
 pub mod proxy;

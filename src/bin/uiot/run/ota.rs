@@ -142,6 +142,7 @@ impl OtaService {
             runners.insert(m.name.clone(), HookRunner::new(limits));
         }
         let fetch = Fetch {
+            margin: o.keep_free_mb.saturating_mul(1024 * 1024),
             timeout: o.timeout,
             retries: o.retries,
             ca_pem: o.ca_file.as_ref().and_then(|f| match std::fs::read(f) {
@@ -610,6 +611,7 @@ impl Inner {
 
 /// How firmware is fetched (`[ota] timeout`, `retries`, `ca_file`).
 struct Fetch {
+    margin: u64,
     timeout: Duration,
     retries: u32,
     ca_pem: Option<Vec<u8>>,
@@ -629,6 +631,7 @@ impl Fetch {
             window: self.timeout,
             retries: self.retries,
             ca_pem: self.ca_pem.clone(),
+            margin: self.margin,
             ..Default::default()
         };
         uiot::platform::ota::download_with(n, dir, cancel, &opts, progress)
@@ -642,7 +645,7 @@ impl Fetch {
         _: &AtomicBool,
         _: impl FnMut(u8),
     ) -> Result<PathBuf, OtaError> {
-        let _ = (self.timeout, self.retries, &self.ca_pem);
+        let _ = (self.margin, self.timeout, self.retries, &self.ca_pem);
         Err(OtaError::UrlUnreachable(
             "this uiot was built without the `http` feature: it cannot download firmware".into(),
         ))
