@@ -43,8 +43,13 @@ pub struct OtaModule {
 /// `[ota]` and its modules.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OtaConfig {
-    /// Staging files, verified images and the state (`state.json`).
+    /// Staging files and verified images.
     pub dir: PathBuf,
+    /// The OTA state with the pending-upgrade marker (default
+    /// `dir/state.json`): it must survive the reboot an upgrade causes,
+    /// so on OpenWrt (where `/var` and `/tmp` are RAM) put it in a kept
+    /// path such as `/etc/uiot/ota-state.json`.
+    pub state_file: PathBuf,
     /// PEM certificates trusted for `https://` firmware URLs instead of
     /// the system's roots.
     pub ca_file: Option<PathBuf>,
@@ -65,6 +70,7 @@ impl Default for OtaConfig {
     fn default() -> Self {
         OtaConfig {
             dir: PathBuf::from(DEFAULT_OTA_DIR),
+            state_file: PathBuf::from(DEFAULT_OTA_DIR).join("state.json"),
             ca_file: None,
             timeout: Duration::from_secs(30),
             retries: 4,
@@ -83,6 +89,7 @@ impl OtaConfig {
 
 const KEYS: &[Key] = &[
     Key::path("dir"),
+    Key::path("state_file"),
     Key::path("ca_file"),
     Key::plain("timeout"),
     Key::plain("retries"),
@@ -94,7 +101,14 @@ const KEYS: &[Key] = &[
 ];
 
 /// Keys only `[ota]` may hold.
-const SHARED_ONLY: [&str; 5] = ["dir", "ca_file", "timeout", "retries", "keep_free"];
+const SHARED_ONLY: [&str; 6] = [
+    "dir",
+    "state_file",
+    "ca_file",
+    "timeout",
+    "retries",
+    "keep_free",
+];
 
 const DEFAULT_APPLY_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -177,6 +191,9 @@ impl Section for OtaConfig {
         let dir = r
             .path("dir", "give the directory for firmware images")
             .or(d.dir);
+        let state_file = r
+            .path("state_file", "give the file of the OTA state")
+            .optional();
         let ca_file = r
             .path("ca_file", "give a PEM file of CA certificates")
             .optional();
@@ -184,8 +201,10 @@ impl Section for OtaConfig {
         let timeout = r.seconds("timeout", d.timeout, &range, "");
         let retries = r.number("retries", d.retries, 0, 100, "attempts");
         let keep_free = r.number("keep_free", d.keep_free_mb, 0, 1 << 20, "MiB");
+        let dir = dir?;
         Some(OtaConfig {
-            dir: dir?,
+            state_file: state_file?.unwrap_or_else(|| dir.join("state.json")),
+            dir,
             ca_file: ca_file?,
             timeout: timeout?,
             retries: retries?,
@@ -267,6 +286,7 @@ impl Section for OtaConfig {
 
     fn write(&self, w: &mut Writer) {
         w.key("dir", self.dir.display());
+        w.key("state_file", self.state_file.display());
         match &self.ca_file {
             Some(p) => w.key("ca_file", p.display()),
             None => w.unset("ca_file", "the system's roots"),

@@ -87,7 +87,7 @@ fn status(common: &Common) -> Result<(), Failure> {
     cli::init_logging(common.debug);
     let config = cli::load_config(common.config.clone())?;
     modules_of(&config)?;
-    let st = match state::State::load(&config.ota.dir) {
+    let st = match state::State::load(&config.ota.state_file) {
         Ok(s) => s,
         Err(why) => {
             log::warn!("{why}");

@@ -1,4 +1,4 @@
-//! The OTA state on disk, `[ota] dir`/state.json: per module the version
+//! The OTA state on disk (`[ota] state_file`, default `[ota] dir`/state.json): per module the version
 //! last reported, the upgrade in progress, the pending-upgrade marker (an
 //! image applied whose version has not been seen running yet) and the last
 //! result. `uiot run` writes it (temp file, fsync, rename, fsync of the
@@ -19,11 +19,6 @@ use serde_json::{json, Map, Value};
 
 /// Largest state file read (a handful of modules take a few KiB).
 const MAX_STATE: u64 = 256 * 1024;
-
-/// The file in `dir`.
-pub fn path(dir: &Path) -> PathBuf {
-    dir.join("state.json")
-}
 
 /// An image applied and not yet confirmed running.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,11 +86,10 @@ fn number(m: &Map<String, Value>, k: &str) -> u64 {
 }
 
 impl State {
-    /// Reads the state in `dir`. No file: an empty state. A file that
+    /// Reads the state file `p`. No file: an empty state. A file that
     /// cannot be parsed is `Err` with the reason (the caller decides).
-    pub fn load(dir: &Path) -> Result<State, String> {
-        let p = path(dir);
-        let file = match File::open(&p) {
+    pub fn load(p: &Path) -> Result<State, String> {
+        let file = match File::open(p) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
             Err(e) => return Err(format!("cannot read {}: {e}", p.display())),
@@ -173,17 +167,22 @@ impl State {
         json!({ "modules": modules })
     }
 
-    /// Writes it into `dir` atomically and durably (creating `dir`).
-    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+    /// Writes it to `p` atomically and durably (creating its directory).
+    pub fn save(&self, p: &Path) -> std::io::Result<()> {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
         fs::create_dir_all(dir)?;
-        let p = path(dir);
-        let tmp = dir.join(".state.json.tmp");
+        let mut name = p.file_name().unwrap_or_default().to_os_string();
+        name.push(".tmp");
+        let tmp = dir.join(name);
         let mut f = File::create(&tmp)?;
         f.write_all(self.to_json().to_string().as_bytes())?;
         f.write_all(b"\n")?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, &p)?;
+        fs::rename(&tmp, p)?;
         File::open(dir)?.sync_all()
     }
 
@@ -200,7 +199,8 @@ mod tests {
     #[test]
     fn state_round_trips_and_bad_files_are_reported() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(State::load(dir.path()).unwrap(), State::default());
+        let file = dir.path().join("sub/state.json");
+        assert_eq!(State::load(&file).unwrap(), State::default());
         let mut s = State::default();
         let m = s.module("default");
         m.reported = Some("1.0.0".into());
@@ -218,11 +218,11 @@ mod tests {
             at: 3,
         });
         s.module("wifi").active = Some(("v2".into(), "downloading".into()));
-        s.save(dir.path()).unwrap();
-        assert_eq!(State::load(dir.path()).unwrap(), s);
-        fs::write(path(dir.path()), b"{not json").unwrap();
-        assert!(State::load(dir.path()).unwrap_err().contains("not JSON"));
-        fs::write(path(dir.path()), b"[]").unwrap();
-        assert!(State::load(dir.path()).unwrap_err().contains("modules"));
+        s.save(&file).unwrap();
+        assert_eq!(State::load(&file).unwrap(), s);
+        fs::write(&file, b"{not json").unwrap();
+        assert!(State::load(&file).unwrap_err().contains("not JSON"));
+        fs::write(&file, b"[]").unwrap();
+        assert!(State::load(&file).unwrap_err().contains("modules"));
     }
 }

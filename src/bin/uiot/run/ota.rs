@@ -55,6 +55,7 @@ struct Inner {
     ota: Ota,
     modules: Vec<OtaModule>,
     dir: PathBuf,
+    state_file: PathBuf,
     fetch: Fetch,
     on_ota: Option<PathBuf>,
     env: Env,
@@ -92,13 +93,15 @@ impl OtaService {
             );
             return None;
         }
-        let mut st = State::load(&o.dir).unwrap_or_else(|why| {
-            let bad = o.dir.join("state.json.bad");
+        let mut st = State::load(&o.state_file).unwrap_or_else(|why| {
+            let mut bad = o.state_file.clone().into_os_string();
+            bad.push(".bad");
+            let bad = PathBuf::from(bad);
             log::error!(
                 "ota: {why}; starting with an empty state (the file is kept as {})",
                 bad.display()
             );
-            let _ = std::fs::rename(state::path(&o.dir), bad);
+            let _ = std::fs::rename(&o.state_file, &bad);
             State::default()
         });
         let mut versions = Vec::new();
@@ -160,6 +163,7 @@ impl OtaService {
             ota: ota.clone(),
             modules: o.modules.clone(),
             dir: o.dir.clone(),
+            state_file: o.state_file.clone(),
             fetch,
             on_ota: config.hooks.on_ota.clone(),
             env,
@@ -244,11 +248,8 @@ impl Inner {
     }
 
     fn save(&self) {
-        if let Err(e) = lock(&self.state).save(&self.dir) {
-            log::error!(
-                "ota: cannot write {}: {e}",
-                state::path(&self.dir).display()
-            );
+        if let Err(e) = lock(&self.state).save(&self.state_file) {
+            log::error!("ota: cannot write {}: {e}", self.state_file.display());
         }
     }
 
@@ -503,6 +504,13 @@ impl Inner {
         }
         log::info!("ota {module}: applying {version} ({})", image.display());
         let outcome = self.apply(m, &image, version, &from, md5, *size);
+        let printed = String::from_utf8_lossy(&outcome.stdout);
+        if !printed.trim().is_empty() {
+            log::info!(
+                "ota {module}: the apply printed: {}",
+                uiot::cut(printed.trim())
+            );
+        }
         let ok = matches!(outcome.exit, HookExit::Code(0));
         if !ok {
             lock(&self.state).module(module).pending = None;
