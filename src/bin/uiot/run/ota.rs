@@ -320,14 +320,30 @@ impl Inner {
             (m.to_string(), v.to_string())
         };
         if let Notice::Cancel { .. } = n {
+            log::info!("ota {module}: the cloud cancelled the upgrade to {version}");
             let mut slots = lock(&this.slots);
             if let Some(slot) = slots.get_mut(&module) {
                 if slot.next.as_ref().is_some_and(|q| q.target().1 == version) {
                     slot.next = None;
+                    this.ota.finish(&module, &version);
+                    return;
                 }
             }
-            log::info!("ota {module}: the cloud cancelled the upgrade to {version}");
-            this.ota.finish(&module, &version);
+            drop(slots);
+            // The worker downloading it stops at its cancel flag (set by
+            // the library) and ends the upgrade itself; once it applies,
+            // a cancel comes too late.
+            let running = lock(&this.state)
+                .modules
+                .get(&module)
+                .and_then(|s| s.active.clone());
+            match running {
+                Some((v, phase)) if v == version && phase == "applying" => {
+                    log::warn!("ota {module}: {version} is being applied: too late to cancel");
+                }
+                Some((v, _)) if v == version => {}
+                _ => this.ota.finish(&module, &version),
+            }
             return;
         }
         if this.stopping.load(Ordering::SeqCst) {
@@ -373,6 +389,8 @@ impl Inner {
         }
         slot.busy = true;
         drop(slots);
+        // Active before the worker runs: a cancel from now on is its.
+        lock(&this.state).module(&module).active = Some((version, "downloading".into()));
         Inner::spawn(this, n);
     }
 
