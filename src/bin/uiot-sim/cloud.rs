@@ -2,22 +2,24 @@
 //! topics, hands it to the service it belongs to, publishes the answer and
 //! prints one line saying what came and what went; runs the stdin commands
 //! (the cloud's own side: desired values, property sets, commands,
-//! broadcasts).
+//! broadcasts, OTA pushes).
 //!
 //! Owns: topic dispatch, publishing, the stdout lines, the requests the
-//! cloud sent and awaits an answer to. Must not touch: the JSON rules of a
-//! service (`register`, `shadow`, `thing`), the state file (`state`).
+//! cloud sent and awaits an answer to, the device secrets it was given.
+//! Must not touch: the JSON rules of a service (`register`, `shadow`,
+//! `thing`, `ota`), the state file (`state`), HTTP (`http`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write as _;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{json, Map, Value};
 use uiot::{Client, Message, QoS};
 
 use crate::control::Line;
+use crate::http::Web;
 use crate::state::{now_ms, Dev, State};
-use crate::{register, shadow, thing};
+use crate::{ota, register, shadow, thing};
 
 /// What the cloud subscribes to: every request a device can send.
 pub const FILTERS: &[&str] = &[
@@ -32,6 +34,7 @@ pub const FILTERS: &[&str] = &[
     "/$system/+/+/tmodel/event/post",
     "/$system/+/+/tmodel/template/get",
     "/$system/+/+/tmodel/command_reply/+",
+    "/$system/+/+/ota/upstream",
 ];
 
 /// Requests the cloud sent (property sets, commands) that are remembered
@@ -55,8 +58,8 @@ pub fn put(v: &mut Value, key: &str, x: Value) {
     }
 }
 
-/// The cloud's lock; a panic elsewhere never makes it unusable.
-pub fn lock(m: &Mutex<Cloud>) -> MutexGuard<'_, Cloud> {
+/// A lock; a panic elsewhere never makes it unusable.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -76,6 +79,12 @@ pub struct Cloud {
     pub on_register: Option<String>,
     next_id: u64,
     sent: VecDeque<Sent>,
+    /// Device secrets given with --device or `secret`, by device key
+    /// (registered devices' secrets are in `state`).
+    pub secrets: BTreeMap<String, String>,
+    pub ota: ota::Ota,
+    /// The HTTP server, with --http-port.
+    pub web: Option<Arc<Web>>,
 }
 
 /// What a service makes of a request.
@@ -102,7 +111,20 @@ impl Cloud {
             on_register,
             next_id,
             sent: VecDeque::new(),
+            secrets: BTreeMap::new(),
+            ota: ota::Ota::default(),
+            web: None,
         }
+    }
+
+    /// The secret of `dev`: given (--device, `secret`) or issued by
+    /// dynamic registration.
+    pub fn secret(&self, dev: &Dev) -> Option<String> {
+        let key = dev.key();
+        self.secrets
+            .get(&key)
+            .cloned()
+            .or_else(|| self.state.devices.get(&key).and_then(|d| d.secret.clone()))
     }
 
     /// One message from a device.
@@ -118,6 +140,7 @@ impl Cloud {
             Err(e) => Err(format!("not JSON ({e})")),
         };
         let outcome = match suffix {
+            "ota/upstream" => return ota::upstream(self, &dev, body, &m.payload),
             "password" => register::handle(self, &dev, body),
             "shadow/get" => Outcome::Reply(
                 "shadow/get_reply",
@@ -270,6 +293,20 @@ impl Cloud {
                 }
                 emit(&json!({"sim": "state", "device": dev.key(), "state": v}));
             }
+            Line::Secret(dev, secret) => {
+                self.secrets.insert(dev.key(), secret);
+                emit(&json!({"sim": "ok", "command": "secret", "device": dev.key()}));
+            }
+            Line::ExpireTokens => {
+                let n = self
+                    .web
+                    .as_ref()
+                    .map_or(0, |w| lock(&w.tokens).expire_all());
+                emit(&json!({"sim": "ok", "command": "expire-tokens", "tokens": n}));
+            }
+            Line::OtaPush(dev, push) => ota::push(self, &dev, push),
+            Line::OtaCancel(dev, module, version) => ota::cancel(self, &dev, &module, &version),
+            Line::OtaLog(dev) => ota::log(self, &dev),
             Line::Quit => {}
         }
         self.save();
@@ -300,7 +337,8 @@ impl Cloud {
         self.next_id.to_string()
     }
 
-    fn publish(&self, topic: &str, payload: Vec<u8>) {
+    /// Publish at QoS 1 without waiting (an error line if it cannot).
+    pub fn publish(&self, topic: &str, payload: Vec<u8>) {
         if let Err(e) = self.client.enqueue(topic, payload, QoS::AtLeastOnce) {
             emit(
                 &json!({"sim": "error", "topic": uiot::cut(topic), "error": format!("cannot publish: {e}")}),

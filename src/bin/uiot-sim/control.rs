@@ -4,8 +4,12 @@
 //! Owns: turning a line into a [`Line`], or an error that says what the
 //! line should look like. Must not touch: what a command does (`cloud`).
 
+use std::path::PathBuf;
+
 use serde_json::{Map, Value};
 
+use crate::fw::{Mode, MODES};
+use crate::ota::Push;
 use crate::state::Dev;
 
 /// One command from stdin.
@@ -28,13 +32,25 @@ pub enum Line {
     Raw(String, String),
     /// Print what the cloud keeps for a device.
     State(Dev),
+    /// A device's secret, for checking HTTP signatures.
+    Secret(Dev, String),
+    /// Expire every HTTP token issued so far.
+    ExpireTokens,
+    /// Push a firmware file to a device.
+    OtaPush(Dev, Push),
+    /// Cancel an upgrade: module, version.
+    OtaCancel(Dev, String, String),
+    /// Print the OTA reports of a device.
+    OtaLog(Dev),
     /// Disconnect and exit.
     Quit,
 }
 
 const FORMS: &str = "desired PSN DSN JSON | set PSN DSN JSON | command PSN DSN ID JSON | \
     command-id PSN DSN REQID ID JSON | tdesired PSN DSN JSON | template PSN JSON | \
-    broadcast PSN REST PAYLOAD | raw TOPIC PAYLOAD | state PSN DSN | quit";
+    broadcast PSN REST PAYLOAD | raw TOPIC PAYLOAD | state PSN DSN | secret PSN DSN SECRET | \
+    expire-tokens | ota push PSN DSN MODULE VERSION FILE [MODE] | \
+    ota cancel PSN DSN MODULE VERSION | ota log PSN DSN | quit";
 
 /// The command on `line`; `Ok(None)` for an empty line or a `#` comment.
 pub fn parse(line: &str) -> Result<Option<Line>, String> {
@@ -95,6 +111,21 @@ pub fn parse(line: &str) -> Result<Option<Line>, String> {
             }
             Ok(Line::State(dev))
         }
+        "secret" => {
+            let (dev, rest) = device(rest, "secret")?;
+            let (secret, rest) = word(rest);
+            if secret.is_empty() || !rest.is_empty() {
+                return Err("secret takes PSN DSN SECRET".into());
+            }
+            Ok(Line::Secret(dev, secret.into()))
+        }
+        "expire-tokens" => {
+            if !rest.is_empty() {
+                return Err("expire-tokens takes nothing more".into());
+            }
+            Ok(Line::ExpireTokens)
+        }
+        "ota" => ota(rest),
         "quit" | "exit" => Ok(Line::Quit),
         _ => Err(format!(
             "unknown command {:?}; one of: {FORMS}",
@@ -102,6 +133,67 @@ pub fn parse(line: &str) -> Result<Option<Line>, String> {
         )),
     };
     parsed.map(Some)
+}
+
+/// `ota push|cancel|log ...`.
+fn ota(s: &str) -> Result<Line, String> {
+    let (what, rest) = word(s);
+    let (dev, rest) = match what {
+        "push" | "cancel" | "log" => device(rest, &format!("ota {what}"))?,
+        _ => {
+            return Err(format!(
+                "ota {:?}: one of ota push PSN DSN MODULE VERSION FILE [MODE], \
+                 ota cancel PSN DSN MODULE VERSION, ota log PSN DSN",
+                uiot::cut(what)
+            ))
+        }
+    };
+    let (module, rest) = word(rest);
+    let (version, rest) = word(rest);
+    let forms = |w: &str| match w {
+        "push" => "ota push PSN DSN MODULE VERSION FILE [MODE]",
+        "cancel" => "ota cancel PSN DSN MODULE VERSION",
+        _ => "ota log PSN DSN",
+    };
+    if what == "log" {
+        if !module.is_empty() {
+            return Err(format!("{} takes nothing more", forms(what)));
+        }
+        return Ok(Line::OtaLog(dev));
+    }
+    if module.is_empty() || version.is_empty() {
+        return Err(format!("MODULE and VERSION are missing: {}", forms(what)));
+    }
+    let (module, version) = (module.to_string(), version.to_string());
+    if what == "cancel" {
+        if !rest.is_empty() {
+            return Err(format!("{} takes nothing more", forms(what)));
+        }
+        return Ok(Line::OtaCancel(dev, module, version));
+    }
+    let (file, rest) = word(rest);
+    let (mode, rest) = word(rest);
+    if file.is_empty() {
+        return Err(format!("FILE is missing: {}", forms(what)));
+    }
+    if !rest.is_empty() {
+        return Err(format!("{} takes nothing more", forms(what)));
+    }
+    let mode = if mode.is_empty() {
+        Mode::Ok
+    } else {
+        Mode::parse(mode)
+            .ok_or_else(|| format!("MODE {:?} is not one of {MODES}", uiot::cut(mode)))?
+    };
+    Ok(Line::OtaPush(
+        dev,
+        Push {
+            module,
+            version,
+            file: PathBuf::from(file),
+            mode,
+        },
+    ))
 }
 
 /// The first word and the rest (leading spaces removed).
@@ -206,5 +298,51 @@ mod tests {
             .unwrap_err()
             .contains("DeviceSN is missing"));
         assert!(parse("raw a/# x").unwrap_err().contains("wildcards"));
+        assert!(parse("ota push p d m").unwrap_err().contains("VERSION"));
+        assert!(parse("ota push p d m 1").unwrap_err().contains("FILE"));
+        assert!(parse("ota push p d m 1 f fast")
+            .unwrap_err()
+            .contains("not one of"));
+        assert!(parse("ota frob p d").unwrap_err().contains("ota push"));
+        assert!(parse("ota log p d x").unwrap_err().contains("nothing more"));
+        assert!(parse("secret p d").unwrap_err().contains("SECRET"));
+        assert!(parse("expire-tokens now")
+            .unwrap_err()
+            .contains("nothing more"));
+    }
+
+    #[test]
+    fn ota_lines_parse() {
+        match parse("ota push p d default 2.0.0 /tmp/fw.bin cut").unwrap() {
+            Some(Line::OtaPush(d, p)) => {
+                assert_eq!(d.key(), "p.d");
+                assert_eq!(
+                    (p.module.as_str(), p.version.as_str()),
+                    ("default", "2.0.0")
+                );
+                assert_eq!((p.file.to_str(), p.mode), (Some("/tmp/fw.bin"), Mode::Cut));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse("ota push p d m v f").unwrap() {
+            Some(Line::OtaPush(_, p)) => assert_eq!(p.mode, Mode::Ok),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse("ota cancel p d m v").unwrap(),
+            Some(Line::OtaCancel(_, m, v)) if m == "m" && v == "v"
+        ));
+        assert!(matches!(
+            parse("ota log p d").unwrap(),
+            Some(Line::OtaLog(_))
+        ));
+        assert!(matches!(
+            parse("secret p d s3cr3t").unwrap(),
+            Some(Line::Secret(_, s)) if s == "s3cr3t"
+        ));
+        assert!(matches!(
+            parse("expire-tokens").unwrap(),
+            Some(Line::ExpireTokens)
+        ));
     }
 }

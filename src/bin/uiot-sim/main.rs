@@ -1,21 +1,29 @@
 //! `uiot-sim`: a local stand-in for UIoT Core's cloud side. It logs in to
 //! a local broker as a superuser and answers the system topics of every
-//! device it sees (dynamic registration, device shadow, thing model) as
-//! ../shared/uiot-protocol.md sections 3-5 and 11 describe; a line
-//! protocol on stdin drives the cloud's own side (desired values, property
-//! sets, commands, broadcasts). Every line on stdout is one JSON object.
+//! device it sees (dynamic registration, device shadow, thing model, OTA)
+//! as ../shared/uiot-protocol.md sections 3-6 and 11 describe; with
+//! `--http-port` it also serves the HTTP uplink, file upload and the
+//! firmware files (section 7.4, 7.6). A line protocol on stdin drives the
+//! cloud's own side (desired values, property sets, commands, broadcasts,
+//! OTA pushes). Every line on stdout is one JSON object.
 //!
 //! Owns: the command line, start-up, the two threads (broker messages,
 //! stdin) and the exit codes.
-//! Must not touch: what is answered (`cloud`), what is kept (`state`),
-//! the stdin grammar (`control`).
+//! Must not touch: what is answered (`cloud`, `http`), what is kept
+//! (`state`), the stdin grammar (`control`).
 
 mod cloud;
 mod control;
+mod door;
+mod files;
+mod fw;
+mod http;
+mod ota;
 mod register;
 mod shadow;
 mod state;
 mod thing;
+mod uplink;
 
 use std::io::BufRead as _;
 use std::path::PathBuf;
@@ -48,6 +56,15 @@ usage: uiot-sim --username USER --password PASS [options]
                            --on-register 'scripts/dev-broker.sh add-device'
       --state FILE         keep registrations, shadows and properties in FILE
                            (JSON, 0600, written atomically after each change)
+      --http-port PORT     serve HTTP on 127.0.0.1:PORT (0: a free port, named
+                           in the ready line): the HTTP uplink (POST /auth,
+                           POST /topic/TOPIC), file upload (POST /api/v1/url,
+                           PUT /files/...) and the firmware of ota push (/fw/...)
+      --device PSN:DSN:SECRET  a device secret, for checking HTTP signatures;
+                           repeat it (registered devices' secrets are known)
+      --files DIR          where uploads are stored, as DIR/PSN/DSN/NAME
+                           (default: a new directory in $TMPDIR, made by the
+                           first upload; needs --http-port)
       --help               this text
 
 stdin, one command a line (JSON last, it may contain spaces):
@@ -63,11 +80,24 @@ stdin, one command a line (JSON last, it may contain spaces):
   broadcast PSN REST PAYLOAD     publish PAYLOAD to /PSN/$broadcast/REST
   raw TOPIC PAYLOAD              publish PAYLOAD to TOPIC as it is
   state PSN DSN                  print what the cloud keeps for a device
+  secret PSN DSN SECRET          a device secret for HTTP signatures
+  expire-tokens                  every HTTP token issued so far answers 100074
+  ota push PSN DSN MODULE VERSION FILE [MODE]
+                                 serve FILE (needs --http-port) and publish
+                                 update_firmware; MODE: ok (default), cut (the
+                                 first response cut at half), truncated (the
+                                 served copy 1000 bytes short), badmd5 (a wrong
+                                 MD5 announced), expired (403), missing (404),
+                                 stall (half, then silence), slow (256 KiB/s)
+  ota cancel PSN DSN MODULE VERSION  publish cancel_update, end the upgrade
+  ota log PSN DSN                the device's OTA reports so far (last 1000)
   quit                           disconnect and exit 0
-stdout: {\"sim\":\"ready\"|\"answered\"|\"property\"|\"event\"|\"reply\"|\"ok\"|\"state\"|\"error\",...}
+stdout: {\"sim\":\"ready\"|\"answered\"|\"property\"|\"event\"|\"reply\"|\"ok\"|\"state\"|
+  \"ota\"|\"ota-result\"|\"ota-log\"|\"fw-request\"|\"http-auth\"|\"http-publish\"|\"upload\"|\"error\",...}
 End of stdin does not stop it (it may run in the background): use quit or SIGTERM.
 
-exit: 0 quit, 64 usage, 69 broker unreachable, 77 login refused, 78 bad --state file, 1 other";
+exit: 0 quit, 64 usage, 69 broker unreachable or the HTTP port taken, 77 login refused,
+78 bad --state file, 1 other";
 
 /// What the command line says.
 struct Args {
@@ -79,6 +109,10 @@ struct Args {
     allow: Vec<String>,
     on_register: Option<String>,
     state: Option<PathBuf>,
+    http_port: Option<u16>,
+    /// (PSN, DSN, secret).
+    devices: Vec<(String, String, String)>,
+    files: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -109,6 +143,9 @@ fn parse(mut p: lexopt::Parser) -> Result<Option<Args>, String> {
         allow: Vec::new(),
         on_register: None,
         state: None,
+        http_port: None,
+        devices: Vec::new(),
+        files: None,
     };
     let text = |p: &mut lexopt::Parser, what: &str| -> Result<String, String> {
         p.value()
@@ -132,6 +169,17 @@ fn parse(mut p: lexopt::Parser) -> Result<Option<Args>, String> {
             Long("allow-register") => a.allow.push(text(&mut p, "--allow-register")?),
             Long("on-register") => a.on_register = Some(text(&mut p, "--on-register")?),
             Long("state") => a.state = Some(PathBuf::from(text(&mut p, "--state")?)),
+            Long("http-port") => {
+                let v = text(&mut p, "--http-port")?;
+                a.http_port = Some(v.parse::<u16>().map_err(|_| {
+                    format!("--http-port {v:?} is not a port (0-65535; 0: any free port)")
+                })?);
+            }
+            Long("device") => {
+                let v = text(&mut p, "--device")?;
+                a.devices.push(device_arg(&v)?);
+            }
+            Long("files") => a.files = Some(PathBuf::from(text(&mut p, "--files")?)),
             Long("help") => return Ok(None),
             other => return Err(other.unexpected().to_string()),
         }
@@ -143,7 +191,23 @@ fn parse(mut p: lexopt::Parser) -> Result<Option<Args>, String> {
                 .into(),
         );
     }
+    if a.files.is_some() && a.http_port.is_none() {
+        return Err("--files is where HTTP uploads go: it needs --http-port".into());
+    }
     Ok(Some(a))
+}
+
+/// `PSN:DSN:SECRET` (the DeviceSN may hold ':'; ProductSN and secret not).
+fn device_arg(v: &str) -> Result<(String, String, String), String> {
+    let bad = || format!("--device {:?} is not PSN:DSN:SECRET", uiot::cut(v));
+    let (psn, rest) = v.split_once(':').ok_or_else(bad)?;
+    let (dsn, secret) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let plain =
+        |s: &str| !s.is_empty() && !s.contains(['/', '+', '#']) && !s.contains(char::is_whitespace);
+    if !plain(psn) || !plain(dsn) || !plain(secret) {
+        return Err(bad());
+    }
+    Ok((psn.into(), dsn.into(), secret.into()))
 }
 
 fn run(args: Args) -> u8 {
@@ -185,6 +249,26 @@ fn run(args: Args) -> u8 {
         args.allow,
         args.on_register,
     )));
+    for (psn, dsn, secret) in &args.devices {
+        cloud::lock(&cloud)
+            .secrets
+            .insert(state::Dev::new(psn, dsn).key(), secret.clone());
+    }
+    let mut ready = json!({"sim": "ready", "broker": format!("{}:{}", args.host, args.port)});
+    if let Some(port) = args.http_port {
+        let files = args.files.clone().unwrap_or_else(files::temp_dir);
+        match http::start(port, files.clone(), Arc::clone(&cloud), client.clone()) {
+            Ok(web) => {
+                cloud::put(&mut ready, "http", json!(web.base));
+                cloud::put(&mut ready, "files", json!(files.display().to_string()));
+                cloud::lock(&cloud).web = Some(web);
+            }
+            Err(why) => {
+                eprintln!("uiot-sim: {why}");
+                return 69;
+            }
+        }
+    }
     let messages = client.messages();
     let for_messages = Arc::clone(&cloud);
     let spawned = std::thread::Builder::new()
@@ -198,7 +282,7 @@ fn run(args: Args) -> u8 {
         eprintln!("uiot-sim: cannot start a thread: {e}");
         return 1;
     }
-    emit(&json!({"sim": "ready", "broker": format!("{}:{}", args.host, args.port)}));
+    emit(&ready);
     let stdin = std::io::stdin();
     let mut quit = false;
     for line in stdin.lock().lines() {
