@@ -56,9 +56,83 @@ impl Sim {
         sim
     }
 
+    /// Starts `uiot-sim` against `broker` with its HTTP server on a free
+    /// port (`--http-port 0`) and the secrets of the broker's test devices
+    /// (`--device PSN:DSN:SECRET`), `args` added; waits for the ready line.
+    pub fn start_http(broker: &Broker, args: &[&str]) -> Sim {
+        let devices: Vec<String> = broker
+            .devices()
+            .iter()
+            .map(|d| format!("{}:{}:{}", d.product_sn, d.device_sn, d.secret))
+            .collect();
+        let mut all = vec!["--http-port", "0"];
+        for d in &devices {
+            all.extend_from_slice(&["--device", d]);
+        }
+        all.extend_from_slice(args);
+        Sim::start(broker, &all)
+    }
+
+    /// The ready line.
+    pub fn ready(&self) -> Value {
+        self.wait_for(|l| l["sim"] == "ready", WAIT)
+            .expect("uiot-sim printed its ready line")
+    }
+
+    /// The base URL of the sim's HTTP server, `http://127.0.0.1:PORT` (it
+    /// must have been started with `--http-port`, e.g. by [`Sim::start_http`]).
+    pub fn http_base(&self) -> String {
+        let ready = self.ready();
+        ready["http"]
+            .as_str()
+            .unwrap_or_else(|| panic!("uiot-sim runs no HTTP server (--http-port): {ready}"))
+            .to_string()
+    }
+
+    /// Where the sim stores uploads (`--files`, or the directory it made).
+    pub fn files_dir(&self) -> std::path::PathBuf {
+        let ready = self.ready();
+        ready["files"]
+            .as_str()
+            .unwrap_or_else(|| panic!("uiot-sim runs no HTTP server (--http-port): {ready}"))
+            .into()
+    }
+
+    /// Every line so far that `pred` accepts.
+    pub fn lines_where(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.lines().into_iter().filter(|l| pred(l)).collect()
+    }
+
+    /// Waits until `n` lines that `pred` accepts were printed (at most
+    /// `timeout`), and returns them (fewer if the time ran out).
+    pub fn wait_for_count(
+        &self,
+        n: usize,
+        pred: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let (m, c) = &*self.lines;
+        let mut lines = m.lock().unwrap();
+        loop {
+            let got: Vec<Value> = lines.iter().filter(|l| pred(l)).cloned().collect();
+            if got.len() >= n {
+                return got;
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return got;
+            };
+            lines = c.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
     /// Starts `uiot-sim` with exactly `args` (no waiting).
     pub fn spawn(args: &[&str]) -> Sim {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_uiot-sim"))
+        // Built only with the `sim` feature (on by default).
+        let Some(exe) = option_env!("CARGO_BIN_EXE_uiot-sim") else {
+            panic!("uiot-sim is built only with the `sim` cargo feature (a default one)")
+        };
+        let mut child = Command::new(exe)
             .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
