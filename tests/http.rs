@@ -2,6 +2,8 @@
 //! server in the test on 127.0.0.1 that plays the platform's two
 //! endpoints: `/auth` checks the HMAC-SHA256 signature and issues tokens,
 //! `/topic/...` takes a message with a valid token (and can expire it).
+//! The token file (`[connection] http_token_file`) carries a token from one
+//! `uiot pub --http` run to the next.
 
 #![cfg(feature = "http")]
 #![allow(
@@ -16,8 +18,9 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use support::cli::{describe, uiot, write_config};
@@ -212,7 +215,10 @@ fn uiot_pub_http_sends_a_message_and_lines_on_one_token() {
     let s = seen.lock().unwrap();
     let bodies: Vec<&[u8]> = s.published.iter().map(|(_, b)| b.as_slice()).collect();
     assert_eq!(bodies, vec![&b"hello"[..], b"a", b"b", b"c"]);
-    assert_eq!(s.auths, 2, "one token per process");
+    assert_eq!(
+        s.auths, 1,
+        "the token file carries the token to the next run"
+    );
     drop(s);
     let o = uiot(&[
         "pub",
@@ -225,4 +231,197 @@ fn uiot_pub_http_sends_a_message_and_lines_on_one_token() {
         "x",
     ]);
     assert_eq!(o.status.code(), Some(77), "{}", describe(&o));
+}
+
+/// A config for the server at `base` in `dir` (`extra` lines in
+/// `[connection]`); its path.
+fn http_config(dir: &Path, base: &str, extra: &str) -> PathBuf {
+    let device =
+        format!("[device]\nproduct_sn = {PSN}\ndevice_sn = {DSN}\ndevice_secret = {SECRET}\n");
+    let cfg = write_config(dir, 1, &device, "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "[connection]\n",
+            &format!("[connection]\nhttp_url = {base}\n{extra}"),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// `uiot pub --http -m ..` with `cfg`; asserts exit 0.
+fn pub_http(cfg: &Path, msg: &str) -> std::process::Output {
+    let o = uiot(&[
+        "pub",
+        "--http",
+        "-c",
+        cfg.to_str().unwrap(),
+        "-t",
+        "upload",
+        "-m",
+        msg,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    o
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The token file's JSON with `key` set to `value`, written back.
+fn edit(file: &Path, key: &str, value: Value) {
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    v[key] = value;
+    std::fs::write(file, v.to_string()).unwrap();
+}
+
+#[test]
+fn uiot_pub_http_runs_share_one_token_through_the_token_file() {
+    use std::os::unix::fs::MetadataExt;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let base = server(Arc::clone(&seen));
+    let dir = TempDir::new("http-token-file");
+    let cfg = http_config(dir.path(), &base, "");
+    pub_http(&cfg, "one");
+    pub_http(&cfg, "two");
+    assert_eq!(seen.lock().unwrap().auths, 1, "two runs, one /auth");
+    assert_eq!(seen.lock().unwrap().published.len(), 2);
+    // The default: http.token beside the config that holds the secret.
+    let file = dir.path().join("http.token");
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains(SECRET), "the secret is not kept: {text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["token"], "token-1");
+    assert_eq!(v["product_sn"], PSN);
+    assert_eq!(v["device_sn"], DSN);
+    assert_eq!(v["key"], &sign(SECRET, b"uiot-token-cache")[..16]);
+    let obtained = v["obtained"].as_u64().unwrap();
+    assert!(obtained.abs_diff(now_secs()) < 60, "{obtained}");
+    // The token is never logged, not even with -d.
+    let o = uiot(&[
+        "pub",
+        "--http",
+        "-d",
+        "-c",
+        cfg.to_str().unwrap(),
+        "-t",
+        "upload",
+        "-m",
+        "three",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    assert!(!describe(&o).contains("token-1"), "{}", describe(&o));
+    assert_eq!(seen.lock().unwrap().auths, 1);
+
+    // Refused by the platform (expired early): renewed once, the file
+    // replaced with the new token.
+    seen.lock().unwrap().expire_next = true;
+    pub_http(&cfg, "four");
+    assert_eq!(seen.lock().unwrap().auths, 2);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(v["token"], "token-2");
+    pub_http(&cfg, "five");
+    assert_eq!(seen.lock().unwrap().auths, 2);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "uiot.ini and http.token only: {left:?}");
+}
+
+#[test]
+fn a_kept_token_not_for_this_device_expired_or_corrupt_is_not_used() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let base = server(Arc::clone(&seen));
+    let dir = TempDir::new("http-token-stale");
+    // Relative to the config file, in a directory that does not exist yet.
+    let cfg = http_config(dir.path(), &base, "http_token_file = state/tok\n");
+    pub_http(&cfg, "first");
+    let file = dir.path().join("state/tok");
+    assert!(file.is_file());
+    assert_eq!(seen.lock().unwrap().auths, 1);
+    let mut auths = 1;
+    // Each edit leaves the server's current token in the file: were it
+    // used, there would be no new /auth.
+    let current = |seen: &Mutex<Seen>| Value::String(seen.lock().unwrap().token.clone().unwrap());
+    let six_days = 6 * 24 * 3600;
+    let cases: Vec<(&str, Value)> = vec![
+        ("key", json!("0123456789abcdef")),
+        ("device_sn", json!("otherdevice1")),
+        ("product_sn", json!("otherproduct0001")),
+        ("url", json!("http://127.0.0.1:1")),
+        ("obtained", json!(now_secs() - six_days - 10)),
+        ("obtained", json!(now_secs() + 3600)),
+        ("format", json!(2)),
+    ];
+    for (key, value) in cases {
+        edit(&file, "token", current(&seen));
+        edit(&file, key, value.clone());
+        pub_http(&cfg, "x");
+        auths += 1;
+        assert_eq!(
+            seen.lock().unwrap().auths,
+            auths,
+            "a kept token with {key} = {value} was used"
+        );
+    }
+    // Younger than 6 days: used.
+    edit(&file, "obtained", json!(now_secs() - six_days + 600));
+    pub_http(&cfg, "y");
+    assert_eq!(seen.lock().unwrap().auths, auths);
+    // Corrupt, then oversized: a new token, the publish succeeds.
+    std::fs::write(&file, b"{\"format\":1,\"tok").unwrap();
+    pub_http(&cfg, "z");
+    auths += 1;
+    assert_eq!(seen.lock().unwrap().auths, auths);
+    let big = format!(
+        "{}{}",
+        std::fs::read_to_string(&file).unwrap(),
+        " ".repeat(5000)
+    );
+    std::fs::write(&file, big).unwrap();
+    pub_http(&cfg, "w");
+    auths += 1;
+    assert_eq!(seen.lock().unwrap().auths, auths);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(v["token"], Value::String(format!("token-{auths}")));
+}
+
+#[test]
+fn a_token_kept_for_another_secret_is_not_used_and_an_unwritable_file_is_a_warning() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let base = server(Arc::clone(&seen));
+    let dir = TempDir::new("http-token-secret");
+    let file = dir.path().join("http.token");
+    uplink(&base, SECRET)
+        .with_token_file(&file)
+        .publish("upload", b"a")
+        .unwrap();
+    assert!(file.is_file());
+    // The same device with another secret: it authenticates itself (and
+    // is refused) rather than publishing with the kept token.
+    let other = uplink(&base, "wrongsecret00000").with_token_file(&file);
+    assert_eq!(other.token_file(), Some(file.as_path()));
+    match other.publish("upload", b"b") {
+        Err(Error::Platform { code: 171, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(seen.lock().unwrap().published.len(), 1);
+    // A token file that cannot be written: the publish still succeeds.
+    let cfg = http_config(
+        dir.path(),
+        &base,
+        "http_token_file = uiot.ini/cannot/be/here\n",
+    );
+    let o = pub_http(&cfg, "c");
+    assert!(describe(&o).contains("http_token_file"), "{}", describe(&o));
+    assert_eq!(seen.lock().unwrap().published.len(), 2);
 }

@@ -1,17 +1,20 @@
 //! `[connection]`: where and how to connect to the broker.
 //!
 //! Owns: [`ConnectionConfig`], the region table, host/port/protocol rules,
-//! and the load-time check of `ca_file` (a regular file of at most
-//! [`MAX_CA_FILE`] bytes holding a PEM certificate).
+//! the load-time check of `ca_file` (a regular file of at most
+//! [`MAX_CA_FILE`] bytes holding a PEM certificate), and where the HTTP
+//! uplink's token file is by default.
 //! Must not touch: the defaults and ranges of the options it fills (they
 //! belong to [`Options`]), building the TLS connector (`transport`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::device::DeviceConfig;
 use super::effective::Writer;
 use super::file::{self, FileError};
 use super::reader::{Got, Key, Reader, Section};
+use super::secret::SecretSource;
 use crate::client::Options;
 use crate::packet::Protocol;
 use crate::transport::TlsOptions;
@@ -50,6 +53,9 @@ pub struct ConnectionConfig {
     /// Base URL of the HTTP uplink (`uiot pub --http`): default
     /// `https://http-REGION.iot.ucloud.cn`.
     pub http_url: String,
+    /// Where the HTTP uplink keeps its token between runs; `None`: the
+    /// default, see [`ConnectionConfig::http_token_path`].
+    pub http_token_file: Option<PathBuf>,
     /// Base URL of file upload (`uiot upload`): default
     /// `https://file-REGION.iot.ucloud.cn`.
     pub file_url: String,
@@ -63,7 +69,29 @@ impl ConnectionConfig {
             verify_hostname: self.tls_verify_hostname,
         })
     }
+
+    /// The HTTP uplink's token file: `http_token_file`, else
+    /// `http.token` beside the device secret: in the directory
+    /// of `secret_file` with `product_secret`, else in that of the
+    /// configuration file `config` (which holds `device_secret`).
+    pub fn http_token_path(&self, device: &DeviceConfig, config: &Path) -> PathBuf {
+        if let Some(p) = &self.http_token_file {
+            return p.clone();
+        }
+        let beside = match &device.secret {
+            SecretSource::ProductSecret { secret_file, .. } => secret_file.as_path(),
+            SecretSource::DeviceSecret(_) => config,
+        };
+        match beside.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join(DEFAULT_TOKEN_FILE),
+            _ => PathBuf::from(DEFAULT_TOKEN_FILE),
+        }
+    }
 }
+
+/// The name of the HTTP uplink's token file when `http_token_file` is not
+/// set (placed beside the device secret).
+pub(crate) const DEFAULT_TOKEN_FILE: &str = "http.token";
 
 /// `http://` or `https://` and a host; a trailing `/` is dropped.
 fn parse_http_url(v: &str) -> Result<String, String> {
@@ -182,6 +210,7 @@ impl Section for ConnectionConfig {
         Key::plain("connect_timeout"),
         Key::plain("shutdown_timeout"),
         Key::plain("http_url"),
+        Key::path("http_token_file"),
         Key::plain("file_url"),
     ];
 
@@ -237,6 +266,13 @@ impl Section for ConnectionConfig {
         );
 
         let http_url = r.value("http_url", parse_http_url).optional();
+        let http_token_file = r
+            .path(
+                "http_token_file",
+                "give the file for the HTTP token, or remove the line for the default \
+                 (http.token beside the device secret)",
+            )
+            .optional();
         let file_url = r.value("file_url", parse_http_url).optional();
         let region = region?;
         let host = match host {
@@ -256,6 +292,7 @@ impl Section for ConnectionConfig {
             connect_timeout: connect_timeout?,
             shutdown_timeout: shutdown_timeout?,
             http_url: http_url?.unwrap_or_else(|| format!("https://http-{region}.iot.ucloud.cn")),
+            http_token_file: http_token_file?,
             file_url: file_url?.unwrap_or_else(|| format!("https://file-{region}.iot.ucloud.cn")),
             region,
         })
@@ -277,6 +314,13 @@ impl Section for ConnectionConfig {
         w.key("connect_timeout", self.connect_timeout.as_secs());
         w.key("shutdown_timeout", self.shutdown_timeout.as_secs());
         w.key("http_url", &self.http_url);
+        match &self.http_token_file {
+            Some(p) => w.key("http_token_file", p.display()),
+            None => w.unset(
+                "http_token_file",
+                "http.token beside the device secret (secret_file's directory, else this file's)",
+            ),
+        }
         w.key("file_url", &self.file_url);
     }
 }
@@ -481,6 +525,59 @@ mod tests {
             p.contains(": 1048577 bytes, more than the 1048576 accepted; "),
             "{p}"
         );
+    }
+
+    #[test]
+    fn http_token_file_defaults_beside_the_device_secret() {
+        use crate::config::Config;
+        let d = TempDir::new("conn-token");
+        let device =
+            format!("[device]\nproduct_sn = abc\ndevice_sn = dev1\ndevice_secret = {DEV_SECRET}\n");
+        // device_secret: beside the configuration file that holds it.
+        let file = d.file("uiot.ini", device.as_bytes());
+        let c = Config::load(&file).unwrap();
+        assert_eq!(c.connection.http_token_file, None);
+        assert_eq!(
+            c.connection.http_token_path(&c.device, &c.path),
+            d.0.join("http.token")
+        );
+        // product_secret: beside secret_file.
+        let file = d.file(
+            "dyn.ini",
+            format!(
+                "[device]\nproduct_sn = abc\ndevice_sn = dev1\nproduct_secret = {PROD_SECRET}\n\
+                 secret_file = /var/lib/uiot/device.secret\n"
+            )
+            .as_bytes(),
+        );
+        let c = Config::load(&file).unwrap();
+        assert_eq!(
+            c.connection.http_token_path(&c.device, &c.path),
+            Path::new("/var/lib/uiot/http.token")
+        );
+        // Set: relative to the configuration file, shown by effective().
+        let file = d.file(
+            "set.ini",
+            format!("{device}[connection]\nhttp_token_file = cache/tok\n").as_bytes(),
+        );
+        let c = Config::load(&file).unwrap();
+        assert_eq!(c.connection.http_token_file, Some(d.0.join("cache/tok")));
+        assert_eq!(
+            c.connection.http_token_path(&c.device, &c.path),
+            d.0.join("cache/tok")
+        );
+        assert!(c.effective().contains(&format!(
+            "http_token_file = {}\n",
+            d.0.join("cache/tok").display()
+        )));
+        // A name without a directory: the current one.
+        let c = ok(&minimal());
+        assert_eq!(
+            c.connection
+                .http_token_path(&c.device, Path::new("uiot.ini")),
+            Path::new("http.token")
+        );
+        assert!(one_problem(&with_conn("http_token_file =")).contains("http_token_file"),);
     }
 
     #[test]

@@ -86,7 +86,9 @@ mod tests {
             "[device]\nproduct_sn = 70ly1tvowt696r15\ndevice_sn = aruidyl0rt9tuvod\ndevice_secret = <hidden>\n\
              \n[connection]\nregion = cn-sh2\nhost = mqtt-cn-sh2.iot.ucloud.cn\nport = 8883\ntls = true\n\
              # ca_file is not set: the built-in UIoT Core CA is used\ntls_verify_hostname = true\n\
-             keep_alive = 300\nclean_session = true\nprotocol = 3.1.1\nconnect_timeout = 10\nshutdown_timeout = 5\nhttp_url = https://http-cn-sh2.iot.ucloud.cn\nfile_url = https://file-cn-sh2.iot.ucloud.cn\n\n[limits]\nenforce = true\npublish_rate = 30\nbandwidth_kb = 1024\nmax_packet = 262144\nmax_subscriptions = 100\n\n[reconnect]\nenabled = true\nmin = 1\nmax = 60\n\n[queue]\nmax_messages = 1000\nmax_bytes = 4194304\non_full = block\n# dir is not set: the queue is kept in memory only\nfsync = always\n\
+             keep_alive = 300\nclean_session = true\nprotocol = 3.1.1\nconnect_timeout = 10\nshutdown_timeout = 5\nhttp_url = https://http-cn-sh2.iot.ucloud.cn\n\
+             # http_token_file is not set: http.token beside the device secret (secret_file's directory, else this file's)\n\
+             file_url = https://file-cn-sh2.iot.ucloud.cn\n\n[limits]\nenforce = true\npublish_rate = 30\nbandwidth_kb = 1024\nmax_packet = 262144\nmax_subscriptions = 100\n\n[reconnect]\nenabled = true\nmin = 1\nmax = 60\n\n[queue]\nmax_messages = 1000\nmax_bytes = 4194304\non_full = block\n# dir is not set: the queue is kept in memory only\nfsync = always\n\
              \n[daemon]\nsocket = /run/uiot/uiot.sock\n# group is not set: the daemon's own group\n\
              \n[subscribe]\n# topics is not set: none\nqos = 1\n\
              \n[hooks]\n# on_connect is not set: none\n# on_disconnect is not set: none\n\

@@ -5,12 +5,17 @@
 //! until 6 days have passed or the platform says it is invalid or expired
 //! (100073, 100074: one new token, one retry); then `POST
 //! {http_url}/topic/PSN/DSN/...` with the token in `Password` and the
-//! payload (at most 128 KB) as the body.
+//! payload (at most 128 KB) as the body. With a token file
+//! ([`HttpUplink::with_token_file`]; `[connection] http_token_file` for
+//! [`HttpUplink::from_config`]) the token also outlives the process: read
+//! when none is in memory, written after each new one (`token_file`).
 //!
-//! Owns: the two requests, signing, the token, their errors.
+//! Owns: the two requests, signing, the token, when it is renewed, their
+//! errors.
 //! Must not touch: MQTT (this is a transport of its own), the config file.
 
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +27,11 @@ use super::service::ret_code;
 use super::Identity;
 use crate::config::{Config, Secret, SecretSource};
 use crate::error::Error;
+
+mod token_file;
+
+use token_file::TokenFile;
+pub use token_file::MAX_TOKEN_FILE;
 
 /// Largest body of an HTTP publish.
 pub const MAX_HTTP_PAYLOAD: usize = 128 * 1024;
@@ -54,7 +64,9 @@ pub struct HttpUplink {
     identity: Identity,
     secret: Secret,
     agent: ureq::Agent,
+    /// The token and until when it is used.
     token: Mutex<Option<(String, Instant)>>,
+    token_file: Option<TokenFile>,
 }
 
 impl std::fmt::Debug for HttpUplink {
@@ -62,6 +74,7 @@ impl std::fmt::Debug for HttpUplink {
         f.debug_struct("HttpUplink")
             .field("base", &self.base)
             .field("identity", &self.identity)
+            .field("token_file", &self.token_file.as_ref().map(TokenFile::path))
             .finish_non_exhaustive()
     }
 }
@@ -82,12 +95,38 @@ impl HttpUplink {
             secret,
             agent,
             token: Mutex::new(None),
+            token_file: None,
         }
+    }
+
+    /// Keeps the token in the file at `path` between runs as well: read
+    /// when no token is in memory (used while younger than
+    /// [`TOKEN_REUSE`] and issued to this device, secret and base URL;
+    /// anything else there is ignored), rewritten after each new token
+    /// (mode 0600, atomically; the directory is created, 0700, if
+    /// missing). A file that cannot be written is a warning, never a
+    /// failed publish. It holds the token, never the secret.
+    pub fn with_token_file(mut self, path: impl Into<PathBuf>) -> HttpUplink {
+        self.token_file = Some(TokenFile::new(
+            path.into(),
+            &self.base,
+            &self.identity,
+            &self.secret,
+        ));
+        self
+    }
+
+    /// The token file, if any ([`HttpUplink::with_token_file`]).
+    pub fn token_file(&self) -> Option<&Path> {
+        self.token_file.as_ref().map(TokenFile::path)
     }
 
     /// From a configuration: `[connection] http_url`, the device, its
     /// secret (`device_secret`, or the one in `secret_file`: the platform
-    /// authenticates HTTP with the device secret only).
+    /// authenticates HTTP with the device secret only), and the token file
+    /// (`[connection] http_token_file`, by default `http.token` beside the
+    /// device secret: see
+    /// [`ConnectionConfig::http_token_path`](crate::config::ConnectionConfig::http_token_path)).
     pub fn from_config(config: &Config) -> Result<HttpUplink, Error> {
         let secret = match &config.device.secret {
             SecretSource::DeviceSecret(s) => s.clone(),
@@ -96,12 +135,16 @@ impl HttpUplink {
             }
         };
         let id = Identity::new(&config.device.product_sn, &config.device.device_sn);
+        let token_file = config
+            .connection
+            .http_token_path(&config.device, &config.path);
         Ok(HttpUplink::new(
             &config.connection.http_url,
             id,
             secret,
             config.connection.connect_timeout,
-        ))
+        )
+        .with_token_file(token_file))
     }
 
     /// Publishes `payload` to `topic` (relative to `/PSN/DSN/` unless it
@@ -148,17 +191,30 @@ impl HttpUplink {
         }
     }
 
-    /// The token: the kept one unless `fresh`, or past [`TOKEN_REUSE`].
+    /// The token: unless `fresh`, the one in memory while younger than
+    /// [`TOKEN_REUSE`], else (none in memory) the token file's; otherwise
+    /// a new one, kept in memory and in the token file.
     fn token(&self, fresh: bool) -> Result<String, Error> {
         let mut t = self
             .token
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((tok, at)) = t.as_ref() {
-            if !fresh && at.elapsed() < TOKEN_REUSE {
-                return Ok(tok.clone());
+        if !fresh {
+            match (t.as_ref(), &self.token_file) {
+                (Some((tok, until)), _) if Instant::now() < *until => return Ok(tok.clone()),
+                (None, Some(file)) => {
+                    let kept = file.load(token_file::now_secs()).and_then(|(tok, left)| {
+                        Instant::now().checked_add(left).map(|until| (tok, until))
+                    });
+                    if let Some((tok, until)) = kept {
+                        *t = Some((tok.clone(), until));
+                        return Ok(tok);
+                    }
+                }
+                _ => {}
             }
         }
+        let obtained = token_file::now_secs();
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
@@ -179,7 +235,16 @@ impl HttpUplink {
         )?;
         match (ret_code(&reply), reply.get("Token")) {
             (Ok(0), Some(Value::String(tok))) if !tok.is_empty() => {
-                *t = Some((tok.clone(), Instant::now()));
+                // Past the clock's end: used for this request only.
+                *t = Instant::now()
+                    .checked_add(TOKEN_REUSE)
+                    .map(|until| (tok.clone(), until));
+                if let Some(file) = &self.token_file {
+                    match file.store(tok, obtained) {
+                        Ok(()) => log::debug!("HTTP token kept in {}", file.path().display()),
+                        Err(e) => log::warn!("{e}"),
+                    }
+                }
                 Ok(tok.clone())
             }
             (Ok(0), _) => Err(Error::ProtocolViolation(

@@ -38,7 +38,10 @@ options:
                      error names its line number and how many were sent
   -d, --debug        log every packet sent and received to stderr
       --http         publish over HTTPS ([connection] http_url) instead of MQTT:
-                     one request a message, at most 128 KB each, no login
+                     one request a message, at most 128 KB each, no login;
+                     the token is kept for the next run (6 days) in
+                     [connection] http_token_file (default: http.token
+                     beside the device secret)
       --direct       connect on its own even when `uiot run` is running
                      (that logs the daemon out: one login per device)
       --via-daemon   go through `uiot run`'s local socket or fail (69)
@@ -179,7 +182,8 @@ pub fn run(args: &mut lexopt::Parser) -> Result<(), Failure> {
 
 #[cfg(feature = "http")]
 /// `--http`: over HTTPS (`[connection] http_url`), one POST a message,
-/// no MQTT connection (the daemon's login is not touched either).
+/// no MQTT connection (the daemon's login is not touched either); the
+/// token comes from and goes to `[connection] http_token_file`.
 fn publish_http(a: Args) -> Result<(), Failure> {
     let config = cli::load_config(a.config)?;
     let up = uiot::platform::http::HttpUplink::from_config(&config)?;
