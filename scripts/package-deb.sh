@@ -12,6 +12,7 @@
 #   /usr/bin/uiot
 #   /etc/uiot/uiot.ini                 conffile (from etc/uiot.ini), mode 0600
 #   /etc/uiot/hooks/*.sh               conffiles (example hooks from etc/hooks/), mode 0755
+#   /etc/uiot/ota/*.sh                 conffiles (OTA apply scripts from etc/ota/), mode 0755
 #   /usr/share/doc/uiot/{README.md,copyright}
 #   /lib/systemd/system/uiot.service   from packaging/systemd/ (not enabled), maintainer scripts from packaging/deb/
 # Depends: libc6 (>= 2.34), libssl3 (Raspberry Pi OS bookworm or newer) and
@@ -57,15 +58,18 @@ install -m 0600 "$root/etc/uiot.ini" "$stage/etc/uiot/uiot.ini"
 install -m 0644 "$root/README.md" "$stage/usr/share/doc/uiot/README.md"
 install -m 0644 "$root/packaging/deb/copyright" "$stage/usr/share/doc/uiot/copyright"
 echo /etc/uiot/uiot.ini > "$stage/DEBIAN/conffiles"
-# Example hooks for `uiot run` ([hooks] in uiot.ini): executable, and
-# conffiles so that an administrator's edits survive upgrades.
-mkdir -p "$stage/etc/uiot/hooks"
-hooks=()
-for h in "$root"/etc/hooks/*; do
-  [ -f "$h" ] || continue
-  install -m 0755 "$h" "$stage/etc/uiot/hooks/${h##*/}"
-  echo "/etc/uiot/hooks/${h##*/}" >> "$stage/DEBIAN/conffiles"
-  hooks+=("${h##*/}")
+# Example hooks (etc/hooks/) and OTA apply scripts (etc/ota/) for `uiot
+# run` ([hooks] and [ota] in uiot.ini): executable, and conffiles so that
+# an administrator's edits survive upgrades.
+scripts=()
+for d in hooks ota; do
+  mkdir -p "$stage/etc/uiot/$d"
+  for h in "$root"/etc/$d/*; do
+    [ -f "$h" ] || continue
+    install -m 0755 "$h" "$stage/etc/uiot/$d/${h##*/}"
+    echo "/etc/uiot/$d/${h##*/}" >> "$stage/DEBIAN/conffiles"
+    scripts+=("$d/${h##*/}")
+  done
 done
 
 # The systemd unit: shipped when packaging/systemd/uiot.service exists,
@@ -101,11 +105,11 @@ dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./conffiles | grep -qx /etc/uiot/uio
   || die "/etc/uiot/uiot.ini is not a conffile in $deb"
 cmp -s <(dpkg-deb --fsys-tarfile "$deb" | tar -xOf - ./usr/bin/uiot) "$bin" \
   || die "the binary in $deb differs from $bin"
-for h in "${hooks[@]}"; do
-  echo "$contents" | grep -q -- "-rwxr-xr-x root/root .* \./etc/uiot/hooks/${h//./\\.}\$" \
-    || die "etc/uiot/hooks/$h missing or not 0755 root in $deb"
-  dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./conffiles | grep -qx "/etc/uiot/hooks/$h" \
-    || die "/etc/uiot/hooks/$h is not a conffile in $deb"
+for h in "${scripts[@]}"; do
+  echo "$contents" | grep -q -- "-rwxr-xr-x root/root .* \./etc/uiot/${h//./\\.}\$" \
+    || die "etc/uiot/$h missing or not 0755 root in $deb"
+  dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./conffiles | grep -qx "/etc/uiot/$h" \
+    || die "/etc/uiot/$h is not a conffile in $deb"
 done
 if [ -f "$root/packaging/systemd/uiot.service" ]; then
   echo "$contents" | grep -q -- '-rw-r--r-- root/root .* \./lib/systemd/system/uiot\.service$' \

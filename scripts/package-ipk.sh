@@ -19,6 +19,8 @@
 # 2017; opkg also reads the older ar form). Contents:
 #   /usr/bin/uiot, /etc/uiot/uiot.ini (conffile, mode 0600),
 #   /etc/uiot/hooks/*.sh (example hooks from etc/hooks/, conffiles, 0755),
+#   /etc/uiot/ota/*.sh (OTA apply scripts from etc/ota/, conffiles, 0755),
+#   /lib/upgrade/keep.d/uiot (sysupgrade keeps /etc/uiot/),
 #   /etc/init.d/uiot from packaging/openwrt/uiot.init (enabled on install).
 # For opkg-based OpenWrt (up to 24.10); OpenWrt 25.x uses apk: copy the
 # static binary instead (README.md, "Raspberry Pi and OpenWrt builds").
@@ -66,16 +68,27 @@ install -m 0755 "$bin" "$stage/data/usr/bin/uiot"
 # The config will hold the device secret: readable by root only.
 install -m 0600 "$root/etc/uiot.ini" "$stage/data/etc/uiot/uiot.ini"
 echo /etc/uiot/uiot.ini > "$stage/control/conffiles"
-# Example hooks for `uiot run` ([hooks] in uiot.ini): executable, and
-# conffiles so that opkg keeps an administrator's edits on upgrade.
-mkdir -p "$stage/data/etc/uiot/hooks"
-hooks=()
-for h in "$root"/etc/hooks/*; do
-  [ -f "$h" ] || continue
-  install -m 0755 "$h" "$stage/data/etc/uiot/hooks/${h##*/}"
-  echo "/etc/uiot/hooks/${h##*/}" >> "$stage/control/conffiles"
-  hooks+=("${h##*/}")
+# Example hooks (etc/hooks/) and OTA apply scripts (etc/ota/) for `uiot
+# run` ([hooks] and [ota] in uiot.ini): executable, and conffiles so that
+# an administrator's edits survive upgrades.
+scripts=()
+for d in hooks ota; do
+  mkdir -p "$stage/data/etc/uiot/$d"
+  for h in "$root"/etc/$d/*; do
+    [ -f "$h" ] || continue
+    install -m 0755 "$h" "$stage/data/etc/uiot/$d/${h##*/}"
+    echo "/etc/uiot/$d/${h##*/}" >> "$stage/control/conffiles"
+    scripts+=("$d/${h##*/}")
+  done
 done
+
+# sysupgrade keeps what /lib/upgrade/keep.d/* lists: /etc/uiot/ holds the
+# config, device.secret (dynamic registration), http.token and the OTA
+# state file, none of them all conffiles, and an OTA by sysupgrade must
+# come back as the same device with its pending upgrade to settle.
+mkdir -p "$stage/data/lib/upgrade/keep.d"
+echo /etc/uiot/ > "$stage/data/lib/upgrade/keep.d/uiot"
+chmod 0644 "$stage/data/lib/upgrade/keep.d/uiot"
 
 # The procd init script: when packaging/openwrt/uiot.init exists it is
 # shipped as /etc/init.d/uiot, enabled on install the OpenWrt way (it
@@ -121,11 +134,13 @@ echo "$data" | grep -q -- '-rw------- 0/0 .* \./etc/uiot/uiot\.ini$' || die "etc
 cmp -s <(tar -xzOf "$ipk" ./data.tar.gz | tar -xzOf - ./usr/bin/uiot) "$bin" \
   || die "the binary in $ipk differs from $bin"
 conffiles=$(tar -xzOf "$ipk" ./control.tar.gz | tar -xzOf - ./conffiles)
-for h in "${hooks[@]}"; do
-  echo "$data" | grep -q -- "-rwxr-xr-x 0/0 .* \./etc/uiot/hooks/${h//./\\.}\$" \
-    || die "etc/uiot/hooks/$h missing or not 0755 root in $ipk"
-  echo "$conffiles" | grep -qx "/etc/uiot/hooks/$h" || die "/etc/uiot/hooks/$h is not a conffile in $ipk"
+for h in "${scripts[@]}"; do
+  echo "$data" | grep -q -- "-rwxr-xr-x 0/0 .* \./etc/uiot/${h//./\\.}\$" \
+    || die "etc/uiot/$h missing or not 0755 root in $ipk"
+  echo "$conffiles" | grep -qx "/etc/uiot/$h" || die "/etc/uiot/$h is not a conffile in $ipk"
 done
+[ "$(tar -xzOf "$ipk" ./data.tar.gz | tar -xzOf - ./lib/upgrade/keep.d/uiot)" = /etc/uiot/ ] \
+  || die "lib/upgrade/keep.d/uiot missing or not /etc/uiot/ in $ipk"
 if [ -f "$root/packaging/openwrt/uiot.init" ]; then
   echo "$data" | grep -q -- '-rwxr-xr-x 0/0 .* \./etc/init\.d/uiot$' \
     || die "etc/init.d/uiot missing or not 0755 root in $ipk"

@@ -275,3 +275,77 @@ fn smart_bracelet_applies_a_desired_count_and_reaches_the_goal() {
     assert_eq!(shadow["State"]["Desired"], json!({}), "desired cleared");
     assert!(shadow["State"]["Reported"]["walk_step"].as_u64().unwrap() >= 100);
 }
+
+#[test]
+fn ota_downloads_through_a_cut_installs_and_reports_success() {
+    let Some(broker) = support::broker() else {
+        return;
+    };
+    let mut sim = Sim::start_http(&broker, &[]);
+    let dir = TempDir::new("ex-ota");
+    let d = broker.device(0);
+    let cfg = static_config(dir.path(), &broker, &d);
+    let work = dir.path().join("ota");
+    let fw = dir.path().join("fw.bin");
+    let image: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+    std::fs::write(&fw, &image).unwrap();
+    let mut ex = Run::start("ota", &[&cfg, work.to_str().unwrap()]);
+    ex.wait_for("waiting for an upgrade");
+    sim.send(&format!(
+        "ota push {} {} default 2.0.0 {} cut",
+        d.product_sn,
+        d.device_sn,
+        fw.display()
+    ));
+    let out = ex.finish();
+    assert!(
+        has(&out, "upgrade of default to 2.0.0 (300000 bytes)")
+            && has(&out, "downloading 100 %")
+            && has(&out, "upgraded to 2.0.0"),
+        "{out:#?}"
+    );
+    assert_eq!(std::fs::read(work.join("installed.bin")).unwrap(), image);
+    assert_eq!(
+        std::fs::read_to_string(work.join("version")).unwrap(),
+        "2.0.0\n"
+    );
+    let r = sim.expect("the result", |l| l["sim"] == "ota-result");
+    assert_eq!(r["result"], "success", "{r}");
+    assert_eq!(r["version"], "2.0.0", "{r}");
+    // The cut was resumed with a Range request, not downloaded again.
+    let reqs = sim.lines_where(|l| l["sim"] == "fw-request" && l["version"] == "2.0.0");
+    assert!(
+        reqs.len() >= 2 && reqs.iter().skip(1).all(|q| !q["range_start"].is_null()),
+        "{reqs:#?}"
+    );
+}
+
+#[test]
+fn bench_ota_downloads_one_verified_image() {
+    let Some(broker) = support::broker() else {
+        return;
+    };
+    let mut sim = Sim::start_http(&broker, &[]);
+    let dir = TempDir::new("ex-bench-ota");
+    let d = broker.device(1);
+    let fw = dir.path().join("fw.bin");
+    std::fs::write(&fw, vec![0x5a; 100_000]).unwrap();
+    sim.send(&format!(
+        "ota push {} {} default 9 {}",
+        d.product_sn,
+        d.device_sn,
+        fw.display()
+    ));
+    let ok = sim.expect("pushed", |l| l["sim"] == "ok" && l["ota"] == "pushed");
+    let out = run(
+        "bench_ota",
+        &[
+            ok["url"].as_str().unwrap(),
+            "100000",
+            ok["md5"].as_str().unwrap(),
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(std::fs::read(&out[0]).unwrap(), vec![0x5a; 100_000]);
+}

@@ -1,11 +1,14 @@
 //! The service files and example hooks, checked without a broker, a
 //! board or root: the systemd unit (`systemd-analyze verify` when it is on
 //! PATH), the procd init script (sourced with stub procd functions that
-//! record their calls), the deb's postinst (with stub system tools), and
-//! every example hook in etc/hooks/ run with sample environment and stdin.
+//! record their calls), the deb's postinst (with stub system tools),
+//! every example hook in etc/hooks/ run with sample environment and stdin,
+//! and the OTA apply scripts in etc/ota/ (ab-image.sh for real in a temp
+//! directory, the others against stub sysupgrade, dpkg and dpkg-deb).
 //!
 //! Owns: these checks. Must not touch: the files checked (packaging/,
-//! etc/hooks/) or the system (every stub writes only to a temp directory).
+//! etc/hooks/, etc/ota/) or the system (every stub writes only to a temp
+//! directory).
 
 #![allow(
     clippy::unwrap_used,
@@ -31,12 +34,18 @@ const HOOKS: [&str; 6] = [
     "on_shadow_desired.sh",
 ];
 
+const OTA_SCRIPTS: [&str; 3] = ["ab-image.sh", "debian-dpkg.sh", "openwrt-sysupgrade.sh"];
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn hook(name: &str) -> PathBuf {
     root().join("etc/hooks").join(name)
+}
+
+fn ota_script(name: &str) -> PathBuf {
+    root().join("etc/ota").join(name)
 }
 
 fn on_path(tool: &str) -> bool {
@@ -122,11 +131,30 @@ fn shell_scripts_parse() {
     for s in ["postinst", "prerm", "postrm"] {
         files.push(root().join("packaging/deb").join(s));
     }
+    files.extend(OTA_SCRIPTS.iter().map(|s| ota_script(s)));
     for f in files {
         let out = Command::new("sh").arg("-n").arg(&f).output().unwrap();
         assert!(
             out.status.success(),
             "sh -n {}: {}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // BusyBox ash (OpenWrt's shell) when it is here.
+    if !on_path("busybox") {
+        println!("SKIP: busybox not on PATH; the OTA scripts not parsed by ash");
+        return;
+    }
+    for f in OTA_SCRIPTS.iter().map(|s| ota_script(s)) {
+        let out = Command::new("busybox")
+            .args(["sh", "-n"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "busybox sh -n {}: {}",
             f.display(),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -526,5 +554,559 @@ fn on_message_keeps_payload() {
     assert_eq!(
         h.calls(),
         ["logger|-t|uiot-hook|message on /70ly1tvowt696r15/aruidyl0rt9tuvod/download (QoS 1, 12 bytes)"]
+    );
+}
+
+#[test]
+fn ota_scripts_are_executable_and_say_how_to_wire_them() {
+    let mut found: Vec<String> = fs::read_dir(root().join("etc/ota"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    found.sort();
+    assert_eq!(found, OTA_SCRIPTS, "etc/ota/ holds {found:?}");
+    for name in OTA_SCRIPTS {
+        let path = ota_script(name);
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755, "{name} mode {mode:o}");
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("#!/bin/sh\n"), "{name}: not #!/bin/sh");
+        assert!(text.contains("\nset -eu\n"), "{name}: no set -eu");
+        assert!(
+            text.contains("#   [ota") || text.contains("#     [ota"),
+            "{name}: header names no [ota] section"
+        );
+        assert!(
+            text.contains(&format!("/etc/uiot/ota/{name}")) && text.contains("apply = "),
+            "{name}: header does not show its apply line"
+        );
+        assert!(
+            text.contains("version_command = ") || text.contains("version_file = "),
+            "{name}: header shows no version_command or version_file to pair with it"
+        );
+        for word in [
+            "Environment",
+            "UIOT_OTA_FILE",
+            "UIOT_OTA_VERSION",
+            "Exit status:",
+        ] {
+            assert!(text.contains(word), "{name}: header lacks {word}");
+        }
+    }
+}
+
+/// A temp directory for an OTA script's images, stubs and calls.
+struct Ota {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+fn md5_hex(path: &Path) -> String {
+    let out = Command::new("md5sum").arg(path).output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..32].to_string()
+}
+
+impl Ota {
+    fn new(tools: &[(&str, i32)]) -> Ota {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = stubs(dir.path(), tools);
+        Ota { dir, bin }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes the image `name` and returns the daemon's environment for it.
+    fn image(&self, name: &str, bytes: &[u8], version: &str) -> Vec<(String, String)> {
+        let file = self.path(name);
+        fs::write(&file, bytes).unwrap();
+        [
+            ("UIOT_EVENT", "ota".to_string()),
+            ("UIOT_OTA_FILE", file.display().to_string()),
+            ("UIOT_OTA_MODULE", "app".to_string()),
+            ("UIOT_OTA_VERSION", version.to_string()),
+            ("UIOT_OTA_FROM", "1.0.0".to_string()),
+            ("UIOT_OTA_MD5", md5_hex(&file)),
+            ("UIOT_OTA_SIZE", bytes.len().to_string()),
+            ("UIOT_PRODUCT_SN", "70ly1tvowt696r15".to_string()),
+            ("UIOT_DEVICE_SN", "aruidyl0rt9tuvod".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Runs etc/ota/`name` with `env` plus `extra`, by `shell` (e.g.
+    /// `busybox sh`) when given, else by its #! line.
+    fn run(
+        &self,
+        name: &str,
+        env: &[(String, String)],
+        extra: &[(&str, &str)],
+        shell: &[&str],
+    ) -> Run {
+        let mut all: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        all.extend_from_slice(extra);
+        let script = ota_script(name);
+        match shell.split_first() {
+            None => run(&script, &[], &self.bin, &all, None),
+            Some((prog, args)) => {
+                let mut args = args.to_vec();
+                args.push(script.to_str().unwrap());
+                run(Path::new(prog), &args, &self.bin, &all, None)
+            }
+        }
+    }
+
+    fn calls(&self) -> Vec<String> {
+        calls(self.dir.path())
+    }
+}
+
+/// `env` with `key` set to `value`.
+fn with(mut env: Vec<(String, String)>, key: &str, value: &str) -> Vec<(String, String)> {
+    for (k, v) in &mut env {
+        if k == key {
+            *v = value.to_string();
+        }
+    }
+    env
+}
+
+/// The shells the OTA scripts are run with: their #! line (the system's
+/// sh), and BusyBox ash when it is here.
+fn shells() -> Vec<Vec<&'static str>> {
+    let mut v = vec![vec![]];
+    if on_path("busybox") {
+        v.push(vec!["busybox", "sh"]);
+    } else {
+        println!("SKIP: busybox not on PATH; ab-image.sh run by the system's sh only");
+    }
+    v
+}
+
+fn link_target(p: &Path) -> String {
+    fs::read_link(p).unwrap().display().to_string()
+}
+
+#[test]
+fn ab_image_file_mode_installs_into_the_other_directory_and_switches() {
+    for shell in shells() {
+        let o = Ota::new(&[]);
+        let app = o.path("app");
+        let mode = [
+            ("UIOT_AB_MODE", "file"),
+            ("UIOT_AB_DIR", app.to_str().unwrap()),
+        ];
+        // A plain file: copied as UIOT_AB_FILE_NAME, executable.
+        let env = o.image("app-2.0.0.bin", b"#!/bin/sh\necho v2\n", "2.0.0");
+        let mut extra = mode.to_vec();
+        extra.push(("UIOT_AB_FILE_NAME", "myapp"));
+        let r = o.run("ab-image.sh", &env, &extra, &shell);
+        assert_eq!(r.code, 0, "{shell:?}: {}", r.stderr);
+        assert_eq!(link_target(&app.join("current")), "a");
+        assert_eq!(
+            fs::read(app.join("a/myapp")).unwrap(),
+            b"#!/bin/sh\necho v2\n"
+        );
+        let m = fs::metadata(app.join("a/myapp"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(m, 0o755);
+        assert_eq!(
+            fs::read_to_string(app.join("current/VERSION")).unwrap(),
+            "2.0.0\n"
+        );
+
+        // A gzipped tar: unpacked into b/, current switched, a/ kept.
+        let src = o.path("src");
+        fs::create_dir_all(src.join("bin")).unwrap();
+        fs::write(src.join("bin/tool"), "v3\n").unwrap();
+        let tgz = o.path("built.tgz");
+        let st = Command::new("tar")
+            .arg("-czf")
+            .arg(&tgz)
+            .arg("-C")
+            .arg(&src)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let env = o.image("app-3.0.0.tgz", &fs::read(&tgz).unwrap(), "3.0.0");
+        let r = o.run("ab-image.sh", &env, &mode, &shell);
+        assert_eq!(r.code, 0, "{shell:?}: {}", r.stderr);
+        assert_eq!(link_target(&app.join("current")), "b");
+        assert_eq!(
+            fs::read_to_string(app.join("current/bin/tool")).unwrap(),
+            "v3\n"
+        );
+        assert_eq!(
+            fs::read_to_string(app.join("current/VERSION")).unwrap(),
+            "3.0.0\n"
+        );
+        assert_eq!(
+            fs::read_to_string(app.join("a/VERSION")).unwrap(),
+            "2.0.0\n"
+        );
+
+        // A wrong MD5: refused with a message before anything changes.
+        let bad = "0123456789abcdef0123456789abcdef";
+        let env = with(
+            o.image("app-4.0.0.bin", b"v4", "4.0.0"),
+            "UIOT_OTA_MD5",
+            bad,
+        );
+        let r = o.run("ab-image.sh", &env, &mode, &shell);
+        assert_ne!(r.code, 0);
+        assert!(
+            r.stderr.contains("MD5") && r.stderr.contains(bad),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(link_target(&app.join("current")), "b");
+        assert_eq!(
+            fs::read_to_string(app.join("a/VERSION")).unwrap(),
+            "2.0.0\n"
+        );
+        // A wrong size likewise.
+        let env = with(
+            o.image("app-4.0.0.bin", b"v4", "4.0.0"),
+            "UIOT_OTA_SIZE",
+            "3",
+        );
+        let r = o.run("ab-image.sh", &env, &mode, &shell);
+        assert_ne!(r.code, 0);
+        assert!(r.stderr.contains("UIOT_OTA_SIZE=3"), "{}", r.stderr);
+
+        // A failing restart: switched back, a failure.
+        let env = o.image("app-4.0.0.bin", b"v4", "4.0.0");
+        let mut extra = mode.to_vec();
+        extra.push(("UIOT_AB_RESTART", "exit 3"));
+        let r = o.run("ab-image.sh", &env, &extra, &shell);
+        assert_ne!(r.code, 0);
+        assert!(r.stderr.contains("UIOT_AB_RESTART failed"), "{}", r.stderr);
+        assert_eq!(link_target(&app.join("current")), "b");
+        assert_eq!(
+            fs::read_to_string(app.join("current/VERSION")).unwrap(),
+            "3.0.0\n"
+        );
+        // Without the directory: a clear refusal.
+        let r = o.run("ab-image.sh", &env, &[("UIOT_AB_MODE", "file")], &shell);
+        assert_ne!(r.code, 0);
+        assert!(r.stderr.contains("UIOT_AB_DIR is not set"), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn ab_image_block_mode_writes_verifies_switches_and_reboots() {
+    for shell in shells() {
+        let o = Ota::new(&[("reboot", 0)]);
+        // Two "partitions": regular files here.
+        let (s1, s2) = (o.path("slot1"), o.path("slot2"));
+        let empty = vec![0u8; 4096];
+        fs::write(&s1, &empty).unwrap();
+        fs::write(&s2, &empty).unwrap();
+        let slots = format!("{} {}", s1.display(), s2.display());
+        let marker = o.path("active");
+        let cmdline = o.path("cmdline");
+        fs::write(
+            &cmdline,
+            format!("console=ttyS0 root={} rootwait\n", s1.display()),
+        )
+        .unwrap();
+        let switched = o.path("switched");
+        let switch = format!(
+            "echo \"$UIOT_AB_NEXT_SLOT $UIOT_AB_NEXT_NUMBER\" >> '{}'",
+            switched.display()
+        );
+        let extra = [
+            ("UIOT_AB_SLOTS", slots.as_str()),
+            ("UIOT_AB_ACTIVE_FILE", marker.to_str().unwrap()),
+            ("UIOT_AB_CMDLINE", cmdline.to_str().unwrap()),
+            ("UIOT_AB_SWITCH", switch.as_str()),
+        ];
+        let image: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let env = o.image("os.img", &image, "2.0.0");
+        // Without a switch command nothing is written.
+        let r = o.run("ab-image.sh", &env, &extra[..3], &shell);
+        assert_ne!(r.code, 0);
+        assert!(
+            r.stderr.contains("UIOT_AB_SWITCH is not set"),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(fs::read(&s2).unwrap(), empty);
+
+        // Running from slot 1 (root= on the command line): slot 2 written.
+        let r = o.run("ab-image.sh", &env, &extra, &shell);
+        assert_eq!(r.code, 0, "{shell:?}: {}", r.stderr);
+        assert_eq!(&fs::read(&s2).unwrap()[..image.len()], &image[..]);
+        assert_eq!(fs::read(&s1).unwrap(), empty);
+        assert_eq!(
+            fs::read_to_string(&switched).unwrap(),
+            format!("{} 2\n", s2.display())
+        );
+        assert_eq!(
+            fs::read_to_string(&marker).unwrap(),
+            format!("{}\n", s2.display())
+        );
+        assert_eq!(o.calls(), ["reboot"]);
+
+        // No root= naming a slot: the marker says slot 2, so slot 1.
+        fs::write(&cmdline, "console=ttyS0 root=PARTUUID=abc\n").unwrap();
+        let r = o.run("ab-image.sh", &env, &extra, &shell);
+        assert_eq!(r.code, 0, "{shell:?}: {}", r.stderr);
+        assert_eq!(&fs::read(&s1).unwrap()[..image.len()], &image[..]);
+        assert_eq!(
+            fs::read_to_string(&marker).unwrap(),
+            format!("{}\n", s1.display())
+        );
+
+        // A wrong MD5: nothing written, no reboot.
+        fs::write(&s2, &empty).unwrap();
+        let env = with(env, "UIOT_OTA_MD5", "ffffffffffffffffffffffffffffffff");
+        let r = o.run("ab-image.sh", &env, &extra, &shell);
+        assert_ne!(r.code, 0);
+        assert!(r.stderr.contains("MD5"), "{}", r.stderr);
+        assert_eq!(fs::read(&s2).unwrap(), empty);
+        assert_eq!(o.calls(), ["reboot", "reboot"]);
+    }
+}
+
+#[test]
+fn openwrt_sysupgrade_tests_the_image_first_and_keeps_settings() {
+    let o = Ota::new(&[("sysupgrade", 0)]);
+    let env = o.image("fw.bin", b"firmware", "r2");
+    let conf = o.path("sysupgrade.conf");
+    fs::write(&conf, "/etc/dropbear/\n").unwrap();
+    let extra = [("UIOT_SYSUPGRADE_CONF", conf.to_str().unwrap())];
+    let file = o.path("fw.bin").display().to_string();
+    let r = o.run("openwrt-sysupgrade.sh", &env, &extra, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        o.calls(),
+        [
+            format!("sysupgrade|-T|{file}"),
+            format!("sysupgrade|{file}")
+        ]
+    );
+    // /etc/uiot/ is kept across the upgrade: added once.
+    let r = o.run("openwrt-sysupgrade.sh", &env, &extra, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        fs::read_to_string(&conf).unwrap(),
+        "/etc/dropbear/\n/etc/uiot/\n"
+    );
+
+    // -n: passed to both calls, the conf left alone.
+    let o = Ota::new(&[("sysupgrade", 0)]);
+    let env = o.image("fw.bin", b"firmware", "r2");
+    let conf = o.path("sysupgrade.conf");
+    let extra = [
+        ("UIOT_SYSUPGRADE_CONF", conf.to_str().unwrap()),
+        ("UIOT_SYSUPGRADE_ARGS", "-n"),
+    ];
+    let file = o.path("fw.bin").display().to_string();
+    let r = o.run("openwrt-sysupgrade.sh", &env, &extra, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        o.calls(),
+        [
+            format!("sysupgrade|-T|-n|{file}"),
+            format!("sysupgrade|-n|{file}")
+        ]
+    );
+    assert!(!conf.exists());
+
+    // The test fails: no upgrade, a failure with a message.
+    let o = Ota::new(&[("sysupgrade", 1)]);
+    let env = o.image("fw.bin", b"not for this board", "r2");
+    let conf = o.path("sysupgrade.conf");
+    let file = o.path("fw.bin").display().to_string();
+    let r = o.run(
+        "openwrt-sysupgrade.sh",
+        &env,
+        &[("UIOT_SYSUPGRADE_CONF", conf.to_str().unwrap())],
+        &[],
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("not a valid image for this board"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(o.calls(), [format!("sysupgrade|-T|{file}")]);
+    assert!(!conf.exists());
+
+    // Not run by the daemon: said so.
+    let r = o.run("openwrt-sysupgrade.sh", &[], &[], &[]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("UIOT_OTA_FILE is not set"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Stub `dpkg-deb` (recording; --field prints STUB_PACKAGE or
+/// STUB_VERSION, --info exits STUB_INFO_STATUS) and `dpkg` (recording,
+/// exiting STUB_DPKG_STATUS).
+fn dpkg_stubs(o: &Ota) {
+    let rec = format!(
+        "{{ printf '%s' \"${{0##*/}}\"; for a in \"$@\"; do printf '|%s' \"$a\"; done; echo; }} >> '{}'\n",
+        o.path("calls").display()
+    );
+    script(
+        &o.bin.join("dpkg-deb"),
+        &format!(
+            "{rec}case \"$1\" in\n--info) exit \"${{STUB_INFO_STATUS:-0}}\" ;;\n\
+             --field) if [ \"$3\" = Package ]; then echo \"$STUB_PACKAGE\"; else echo \"$STUB_VERSION\"; fi ;;\nesac\n"
+        ),
+    );
+    script(
+        &o.bin.join("dpkg"),
+        &format!("{rec}exit \"${{STUB_DPKG_STATUS:-0}}\"\n"),
+    );
+}
+
+#[test]
+fn debian_dpkg_checks_the_package_and_returns_dpkg_status() {
+    let stub = [("STUB_PACKAGE", "myapp"), ("STUB_VERSION", "2.0.0")];
+    let o = Ota::new(&[]);
+    dpkg_stubs(&o);
+    let env = o.image("myapp.deb", b"!<arch>\n", "2.0.0");
+    let file = o.path("myapp.deb").display().to_string();
+    let r = o.run("debian-dpkg.sh", &env, &stub, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        o.calls(),
+        [
+            format!("dpkg-deb|--info|{file}"),
+            format!("dpkg-deb|--field|{file}|Package"),
+            format!("dpkg-deb|--field|{file}|Version"),
+            format!("dpkg|--force-confdef|--force-confold|-i|{file}"),
+        ]
+    );
+
+    // dpkg fails: its status is the script's.
+    let o = Ota::new(&[]);
+    dpkg_stubs(&o);
+    let env = o.image("myapp.deb", b"!<arch>\n", "2.0.0");
+    let mut extra = stub.to_vec();
+    extra.push(("STUB_DPKG_STATUS", "2"));
+    let r = o.run("debian-dpkg.sh", &env, &extra, &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("dpkg -i"), "{}", r.stderr);
+
+    // Not a .deb, the wrong version, the wrong package: dpkg never runs.
+    for (more, says) in [
+        (("STUB_INFO_STATUS", "2"), "not a Debian package"),
+        (("STUB_VERSION", "1.9.9"), "the upgrade's target is '2.0.0'"),
+        (("UIOT_DPKG_PACKAGE", "other"), "not 'other'"),
+    ] {
+        let o = Ota::new(&[]);
+        dpkg_stubs(&o);
+        let env = o.image("myapp.deb", b"!<arch>\n", "2.0.0");
+        let mut all = stub.to_vec();
+        all.push(more);
+        let r = o.run("debian-dpkg.sh", &env, &all, &[]);
+        assert_ne!(r.code, 0, "{says}");
+        assert!(r.stderr.contains(says), "{says}: {}", r.stderr);
+        assert!(
+            !o.calls().iter().any(|c| c.starts_with("dpkg|")),
+            "{says}: {:?}",
+            o.calls()
+        );
+    }
+    // The version check can be turned off.
+    let o = Ota::new(&[]);
+    dpkg_stubs(&o);
+    let env = o.image("myapp.deb", b"!<arch>\n", "2.0.0");
+    let r = o.run(
+        "debian-dpkg.sh",
+        &env,
+        &[
+            ("STUB_PACKAGE", "myapp"),
+            ("STUB_VERSION", "2.0.0-1"),
+            ("UIOT_DPKG_CHECK_VERSION", "0"),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(o.calls().len(), 4, "{:?}", o.calls());
+}
+
+/// Under systemd (INVOCATION_ID set) dpkg runs in a transient unit of its
+/// own, so uiot.service's sandbox and a restart of it leave dpkg alone.
+#[test]
+fn debian_dpkg_under_systemd_runs_dpkg_in_its_own_unit() {
+    let stub = [("STUB_PACKAGE", "myapp"), ("STUB_VERSION", "2.0.0")];
+    // Not under /tmp: the service's /tmp is private (PrivateTmp=yes), so
+    // the script refuses an image there (checked at the end).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let bin = stubs(dir.path(), &[]);
+    let o = Ota { dir, bin };
+    dpkg_stubs(&o);
+    // systemd-run: records its arguments, then runs what follows `--`.
+    script(
+        &o.bin.join("systemd-run"),
+        &format!(
+            "{{ printf systemd-run; for a in \"$@\"; do printf '|%s' \"$a\"; done; echo; }} >> '{}'\n\
+             while [ \"$1\" != -- ]; do shift; done; shift; exec \"$@\"\n",
+            o.path("calls").display()
+        ),
+    );
+    let env = o.image("myapp.deb", b"!<arch>\n", "2.0.0");
+    let file = o.path("myapp.deb").display().to_string();
+    let mut extra = stub.to_vec();
+    extra.push(("INVOCATION_ID", "0123456789abcdef"));
+    for status in ["0", "3"] {
+        let _ = fs::remove_file(o.path("calls"));
+        let mut extra = extra.clone();
+        extra.push(("STUB_DPKG_STATUS", status));
+        let r = o.run("debian-dpkg.sh", &env, &extra, &[]);
+        assert_eq!(r.code.to_string(), status, "{}", r.stderr);
+        let calls = o.calls();
+        assert_eq!(
+            calls[3..],
+            [
+                "systemd-run|--wait|--pipe|--collect|--quiet|--unit=uiot-ota-apply|\
+                 --setenv=DEBIAN_FRONTEND=noninteractive|--|dpkg|--force-confdef|--force-confold|-i|"
+                    .to_string()
+                    + &file,
+                format!("dpkg|--force-confdef|--force-confold|-i|{file}"),
+            ],
+            "{calls:?}"
+        );
+    }
+    // Turned off: dpkg directly.
+    let _ = fs::remove_file(o.path("calls"));
+    extra.push(("UIOT_DPKG_SYSTEMD_RUN", "0"));
+    let r = o.run("debian-dpkg.sh", &env, &extra, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        !o.calls().iter().any(|c| c.starts_with("systemd-run")),
+        "{:?}",
+        o.calls()
+    );
+
+    // An image in /tmp under systemd: refused, nothing run.
+    let t = Ota::new(&[]);
+    dpkg_stubs(&t);
+    let env = t.image("myapp.deb", b"!<arch>\n", "2.0.0");
+    extra.pop();
+    let r = t.run("debian-dpkg.sh", &env, &extra, &[]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("private /tmp"), "{}", r.stderr);
+    assert!(
+        !t.calls()
+            .iter()
+            .any(|c| c.starts_with("dpkg|") || c.starts_with("systemd-run")),
+        "{:?}",
+        t.calls()
     );
 }
