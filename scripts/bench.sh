@@ -66,6 +66,12 @@
 #      prints at Event::Connected; mosquitto_sub: the time its "received
 #      CONNACK" debug line arrives); median of the 5. bench_pub's own 10 ms
 #      poll of the port gives a second uiot figure, in the log.
+#   4d. OTA download: a 20 MB firmware image pushed with `uiot-sim --http-port`
+#      (`ota push`), fetched from the simulator's firmware server over
+#      loopback by examples/bench_ota.rs (`ota::download`, what `uiot run`
+#      does: 16 KiB chunks to disk, MD5 while downloading, fsync, Size and
+#      MD5 checked) vs `curl -s -o` (no check); MB/s and peak RSS (GNU time
+#      %M), alternating, median of $runs.
 #   4c. The board daemon: serial line -> cloud latency through `uiot run`
 #      over a socat pty pair (examples/bench_serial.rs), and one message
 #      per process through the daemon's socket vs --direct.
@@ -135,6 +141,7 @@ command -v mosquitto_pub >/dev/null 2>&1 && command -v mosquitto_sub >/dev/null 
   || missing+=(mosquitto-clients)
 [ -x /usr/bin/time ] || missing+=(time)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] \
     || die "missing ${missing[*]}; install as root: apt-get install -y ${missing[*]}"
@@ -168,7 +175,7 @@ trap 'exit 143' TERM
 # ---- build -------------------------------------------------------------------
 say "building release binaries"
 (cd "$root" && cargo build --release --quiet --bin uiot --bin uiot-sim --example bench_pub \
-  --example bench_platform --example bench_serial) >&2 \
+  --example bench_platform --example bench_serial --example bench_ota) >&2 \
   || die "cargo build --release failed; see the errors above"
 target="${CARGO_TARGET_DIR:-$root/target}/release"
 uiot="$target/uiot"
@@ -176,8 +183,9 @@ bench_pub="$target/examples/bench_pub"
 uiot_sim="$target/uiot-sim"
 bench_platform="$target/examples/bench_platform"
 bench_serial="$target/examples/bench_serial"
+bench_ota="$target/examples/bench_ota"
 if ! [ -x "$uiot" ] || ! [ -x "$bench_pub" ] || ! [ -x "$uiot_sim" ] || ! [ -x "$bench_platform" ] \
-  || ! [ -x "$bench_serial" ]; then
+  || ! [ -x "$bench_serial" ] || ! [ -x "$bench_ota" ]; then
   die "built binaries not found in $target; is CARGO_TARGET_DIR set differently?"
 fi
 # The plain-MQTT build (no `tls` feature) for the memory rows, in a target
@@ -786,6 +794,58 @@ done
 pp_proc_uiot=$(median "${u_ms[@]}") pp_proc_mosq=$(median "${m_ms[@]}") pp_proc_ratio=$(spread "${p_ms[@]}")
 say "  uiot property post median $pp_proc_uiot ms, mosquitto_rr median $pp_proc_mosq ms"
 
+# ---- 4d: OTA download ---------------------------------------------------------
+# A second simulator with its HTTP server on a free loopback port; `ota
+# push` to a device that is not online just makes the firmware URL.
+ota_mb=20
+say "OTA download: a $ota_mb MB image from uiot-sim's firmware server, bench_ota vs curl -o, $runs runs each"
+head -c $((ota_mb * 1024 * 1024)) /dev/urandom > "$work/fw.bin"
+ota_size=$(stat -c %s "$work/fw.bin")
+ota_md5=$(md5sum "$work/fw.bin" | cut -d " " -f 1)
+mkfifo "$work/simota.in"
+exec 4<> "$work/simota.in"
+timeout -k 2 "$broker_limit" "$uiot_sim" --host 127.0.0.1 --port "$port" \
+  --username bench-sim-ota --password unused --client-id bench-sim-ota \
+  --http-port 0 --device benchproduct0001:bench-ota-0001:unused \
+  < "$work/simota.in" > "$work/simota.out" 2> "$work/simota.log" &
+pids+=("$!")
+simota_pid=$!
+for _ in $(seq 100); do
+  grep -q '"ready"' "$work/simota.out" 2>/dev/null && break
+  sleep 0.05
+done
+grep -q '"ready"' "$work/simota.out" || die "uiot-sim --http-port did not start: $(tail -n 3 "$work/simota.log")"
+echo "ota push benchproduct0001 bench-ota-0001 default 9 $work/fw.bin" >&4
+ota_url=""
+for _ in $(seq 100); do
+  ota_url=$(grep '"pushed"' "$work/simota.out" 2>/dev/null | sed -n 's/.*"url":"\([^"]*\)".*/\1/p' | head -n 1 || true)
+  [ -n "$ota_url" ] && break
+  sleep 0.05
+done
+[[ "$ota_url" == http://127.0.0.1:* ]] || die "uiot-sim pushed no firmware URL: $(tail -n 3 "$work/simota.out")"
+mkdir -p "$work/ota"
+ota_u_mbs=() ota_c_mbs=() ota_u_rss=() ota_c_rss=() ota_r=()
+for ((i = 1; i <= runs; i++)); do
+  rm -f "$work/ota/"*
+  run_timed "bench_ota" /dev/null "$bench_ota" "$ota_url" "$ota_size" "$ota_md5" "$work/ota"
+  cmp -s "$out" "$work/fw.bin" || die "bench_ota's image $out differs from the firmware"
+  ota_u_mbs+=("$(awk -v b="$ota_size" -v w="$wall" 'BEGIN { printf "%.1f", b / w / 1048576 }')")
+  ota_u_rss+=("$rss")
+  rm -f "$work/ota/"*
+  run_timed "curl -o" /dev/null curl -s -f -o "$work/ota/curl.bin" "$ota_url"
+  cmp -s "$work/ota/curl.bin" "$work/fw.bin" || die "curl's copy differs from the firmware"
+  ota_c_mbs+=("$(awk -v b="$ota_size" -v w="$wall" 'BEGIN { printf "%.1f", b / w / 1048576 }')")
+  ota_c_rss+=("$rss")
+  ota_r+=("$(quot "${ota_u_mbs[-1]}" "${ota_c_mbs[-1]}")")
+  say "  run $i: bench_ota ${ota_u_mbs[-1]} MB/s ${ota_u_rss[-1]} KB, curl ${ota_c_mbs[-1]} MB/s ${ota_c_rss[-1]} KB"
+done
+rm -f "$work/ota/"* "$work/fw.bin"
+# Only one simulator may answer the system topics from here on.
+kill "$simota_pid" 2>/dev/null || true
+exec 4>&-
+ota_u_med=$(median "${ota_u_mbs[@]}") ota_c_med=$(median "${ota_c_mbs[@]}") ota_ratio=$(spread "${ota_r[@]}")
+ota_u_rss_med=$(median "${ota_u_rss[@]}") ota_c_rss_med=$(median "${ota_c_rss[@]}")
+
 # ---- 4c: the board daemon ------------------------------------------------------
 # `uiot run` with a [serial] port on one end of a socat pty pair: serial
 # line -> cloud latency (examples/bench_serial.rs writes the other end and
@@ -1114,6 +1174,8 @@ echo "| Shadow round trip, $plat: p99 (reference: library QoS 1 round trip) | $s
 echo "| Property post round trip: \`Thing::post\` (until post_reply with its RequestID), $plat: median (reference: library QoS 1 round trip) | $pp_med us | $rtt_med us | $(ratio "$pp_med" "$rtt_med") | - | - |"
 echo "| Property post round trip, $plat: p99 (reference: library QoS 1 round trip) | $pp_p99 us | $rtt_p99 us | $(ratio "$pp_p99" "$rtt_p99") | - | - |"
 echo "| Property post, whole process (start, connect, post, reply, exit): \`uiot property post\` vs \`mosquitto_rr\` (the same request, MQTT 5 request/response), median of $((runs * proc_count)) | $pp_proc_uiot ms | $pp_proc_mosq ms | $pp_proc_ratio | - | - |"
+echo "| OTA download, $ota_mb MB from uiot-sim's firmware server on loopback: \`ota::download\` (examples/bench_ota: to disk in 16 KiB chunks, MD5 on the way, fsync, Size and MD5 checked) vs \`curl -s -o\` (no check), median of $runs: MB/s | $ota_u_med | $ota_c_med | $ota_ratio | - | - |"
+echo "| OTA download, $ota_mb MB: peak RSS | $(num "$ota_u_rss_med") KB | $(num "$ota_c_rss_med") KB | $(ratio "$ota_u_rss_med" "$ota_c_rss_med") | - | - |"
 echo "| Serial line -> cloud through \`uiot run\` (a socat pty pair, line framing, QoS 0, until a subscriber has it), $(num "$plat_count") lines x $runs runs: median / p99 | $sl_med / $sl_p99 us | - | - | - | - |"
 echo "| One QoS 1 message per process, \`uiot pub --via-daemon\` (the daemon's socket and login) vs \`uiot pub --direct\` (a connection of its own), median of $((runs * proc_count)) | $via_daemon ms | $via_direct ms | $via_ratio | - | - |"
 t0s="TLS: QoS 0, $q0_count_s x $msg_size B, \`pub -l\`"

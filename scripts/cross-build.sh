@@ -338,6 +338,9 @@ for t in "${targets[@]}"; do
       args+=(--no-default-features)
       tdir="$root/target/plain"
     else
+      # TLS and the HTTP client (the default features less `sim`: uiot-sim
+      # is not built for boards, and its tiny_http need not be compiled).
+      args+=(--no-default-features --features tls,http)
       prepare_openssl "$t"
     fi
     say "building uiot ($f) for $t"

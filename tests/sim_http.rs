@@ -5,7 +5,9 @@
 //! topics, secrets, devices, Timestamps and sizes are typed errors with
 //! the platform's RetCodes; `FileUpload` of a few MB lands in `--files`
 //! with its MD5, and a PUT whose MD5 or size is not the announced one is
-//! refused and leaves no file.
+//! refused and leaves no file. The CLI the same way: `uiot pub --http`
+//! reaches a subscriber, `uiot upload` streams 50 MB into `--files` with
+//! its peak RSS sampled.
 
 #![cfg(feature = "http")]
 #![allow(
@@ -24,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
 use support::broker::Device;
+use support::cli::{describe, static_device, uiot, write_config};
 use support::sim::Sim;
 use support::TempDir;
 use uiot::platform::http::{sign, HttpUplink};
@@ -350,4 +353,120 @@ fn file_uploads_land_in_the_files_dir_with_their_md5_and_bad_ones_leave_nothing(
     let (url, auth) = ask("good.txt", body.len() as u64, &real);
     assert_eq!(put(&url, &auth, body, &real).0, 200);
     assert_eq!(std::fs::read(dir.join("good.txt")).unwrap(), body);
+}
+
+/// Peak RSS (VmHWM, KB) of a child sampled every 10 ms until it exits.
+fn run_sampling_rss(mut cmd: std::process::Command) -> (std::process::Output, u64) {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(kb) = std::fs::read_to_string(&status).ok().and_then(|st| {
+                    st.lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                }) {
+                    peak = peak.max(kb);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
+    let out = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    (out, sampler.join().unwrap())
+}
+
+#[test]
+fn the_cli_publishes_over_http_and_uploads_50_mb_through_the_sim() {
+    let Some(broker) = support::broker() else {
+        return;
+    };
+    let files = TempDir::new("sim-cli-files");
+    let sim = Sim::start_http(&broker, &["--files", files.path().to_str().unwrap()]);
+    let base = sim.http_base();
+    let d = broker.device(1);
+    let dir = TempDir::new("sim-cli");
+    let cfg = write_config(
+        dir.path(),
+        broker.port(),
+        &static_device(&d),
+        &format!("http_url = {base}\nfile_url = {base}\n"),
+    );
+    let cfg = cfg.to_str().unwrap();
+
+    // uiot pub --http: a subscriber on MQTT gets it.
+    let cloud = broker.observer(&d.topic("#"));
+    let o = uiot(&[
+        "pub",
+        "--http",
+        "-c",
+        cfg,
+        "-t",
+        "upload",
+        "-m",
+        "hi from the cli",
+    ]);
+    assert!(o.status.success(), "{}", describe(&o));
+    let topic = d.topic("upload");
+    assert!(cloud.wait_for_topic(&topic, WAIT), "{:?}", sim.lines());
+    assert_eq!(cloud.messages_on(&topic)[0].payload, b"hi from the cli");
+
+    // uiot upload: 50 MB streamed, stored whole with its MD5, memory small.
+    let path = dir.path().join("big.log");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let mut md5 = Md5::new();
+    let chunk: Vec<u8> = (0..1024 * 1024).map(|i| (i % 241) as u8).collect();
+    for _ in 0..50 {
+        f.write_all(&chunk).unwrap();
+        md5.update(&chunk);
+    }
+    drop(f);
+    let md5: String = md5.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_uiot"));
+    cmd.args([
+        "upload",
+        path.to_str().unwrap(),
+        "-c",
+        cfg,
+        "--name",
+        "big.log",
+    ])
+    .env_remove("UIOT_CONFIG")
+    .env_remove("RUST_LOG");
+    let (out, peak_kb) = run_sampling_rss(cmd);
+    assert!(out.status.success(), "{}", describe(&out));
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (line["Size"].as_u64(), line["MD5"].as_str()),
+        (Some(50 * 1024 * 1024), Some(md5.as_str())),
+        "{line}"
+    );
+    let stored = files
+        .path()
+        .join(&d.product_sn)
+        .join(&d.device_sn)
+        .join("big.log");
+    assert_eq!(std::fs::metadata(&stored).unwrap().len(), 50 * 1024 * 1024);
+    let up = sim.expect("the upload", |l| l["sim"] == "upload");
+    assert_eq!(
+        (up["ok"].as_bool(), up["md5"].as_str()),
+        (Some(true), Some(md5.as_str())),
+        "{up}"
+    );
+    // Streamed: the process never holds the file (50 MB); what it needs is
+    // the binary, its libraries and a few buffers.
+    assert!(
+        peak_kb > 0 && peak_kb < 16 * 1024,
+        "uiot upload peaked at {peak_kb} KB for a 50 MB file"
+    );
 }
