@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
 use support::broker::Device;
-use support::cli::{describe, static_device, uiot, write_config};
+use support::cli::{describe, output_with_peak_rss, static_device, uiot, write_config};
 use support::sim::Sim;
 use support::TempDir;
 use uiot::platform::http::{sign, HttpUplink};
@@ -355,37 +355,6 @@ fn file_uploads_land_in_the_files_dir_with_their_md5_and_bad_ones_leave_nothing(
     assert_eq!(std::fs::read(dir.join("good.txt")).unwrap(), body);
 }
 
-/// Peak RSS (VmHWM, KB) of a child sampled every 10 ms until it exits.
-fn run_sampling_rss(mut cmd: std::process::Command) -> (std::process::Output, u64) {
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = format!("/proc/{}/status", child.id());
-    let mut peak = 0u64;
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let done = std::sync::Arc::clone(&done);
-        std::thread::spawn(move || {
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Some(kb) = std::fs::read_to_string(&status).ok().and_then(|st| {
-                    st.lines()
-                        .find_map(|l| l.strip_prefix("VmHWM:"))
-                        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-                }) {
-                    peak = peak.max(kb);
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            peak
-        })
-    };
-    let out = child.wait_with_output().unwrap();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    (out, sampler.join().unwrap())
-}
-
 #[test]
 fn the_cli_publishes_over_http_and_uploads_50_mb_through_the_sim() {
     let Some(broker) = support::broker() else {
@@ -443,7 +412,7 @@ fn the_cli_publishes_over_http_and_uploads_50_mb_through_the_sim() {
     ])
     .env_remove("UIOT_CONFIG")
     .env_remove("RUST_LOG");
-    let (out, peak_kb) = run_sampling_rss(cmd);
+    let (out, peak_kb) = output_with_peak_rss(cmd);
     assert!(out.status.success(), "{}", describe(&out));
     let line: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(

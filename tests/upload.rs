@@ -16,11 +16,10 @@ mod support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
-use support::cli::{describe, stdout, write_config};
+use support::cli::{describe, output_with_peak_rss, stdout, write_config};
 use support::TempDir;
 use uiot::platform::http::sign;
 
@@ -196,36 +195,16 @@ fn a_50_mb_file_is_streamed_with_its_md5_and_memory_stays_small() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_uiot"))
-        .args([
-            "upload",
-            path.to_str().unwrap(),
-            "-c",
-            &cfg,
-            "--name",
-            "board.log",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status_path = format!("/proc/{}/status", child.id());
-    let mut peak_kb = 0u64;
-    loop {
-        if let Some(_s) = child.try_wait().unwrap() {
-            break;
-        }
-        if let Ok(st) = std::fs::read_to_string(&status_path) {
-            if let Some(kb) = st
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            {
-                peak_kb = peak_kb.max(kb);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_uiot"));
+    cmd.args([
+        "upload",
+        path.to_str().unwrap(),
+        "-c",
+        &cfg,
+        "--name",
+        "board.log",
+    ]);
+    let (out, peak_kb) = output_with_peak_rss(cmd);
     assert!(out.status.success(), "{}", describe(&out));
     let line: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(

@@ -74,3 +74,35 @@ pub fn write_config(dir: &Path, port: u16, device: &str, extra: &str) -> PathBuf
         .expect("the config is made 0600");
     path
 }
+
+/// Runs `cmd` (stdout and stderr captured) and returns its output with
+/// its peak RSS in KB (VmHWM, sampled every 10 ms until it exits).
+pub fn output_with_peak_rss(mut cmd: std::process::Command) -> (std::process::Output, u64) {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(kb) = std::fs::read_to_string(&status).ok().and_then(|st| {
+                    st.lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                }) {
+                    peak = peak.max(kb);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            peak
+        })
+    };
+    let out = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    (out, sampler.join().unwrap())
+}

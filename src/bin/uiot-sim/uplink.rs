@@ -86,7 +86,10 @@ impl Tokens {
     }
 }
 
-/// Lowercase hex HMAC-SHA256 of `body` keyed with `secret`.
+/// Lowercase hex HMAC-SHA256 of `body` keyed with `secret`. The sim's own,
+/// not `uiot::platform::http::sign`: the cloud side checks the client's
+/// signature independently (both are tested against the protocol's
+/// reference vector), so a bug in one is not mirrored by the other.
 pub fn sign(secret: &str, body: &[u8]) -> String {
     // HMAC takes a key of any length: this cannot fail.
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {

@@ -253,6 +253,13 @@ impl Inner {
         }
     }
 
+    /// The upgrade ended without an outcome for the cloud: its handle
+    /// released, `last` says why.
+    fn cancelled(&self, module: &str, version: &str, why: &str) {
+        self.ota.finish(module, version);
+        self.record(module, version, "cancelled", None, why);
+    }
+
     fn record(&self, module: &str, version: &str, result: &str, code: Option<i64>, reason: &str) {
         {
             let mut st = lock(&self.state);
@@ -477,14 +484,7 @@ impl Inner {
             Ok(p) => p,
             Err(OtaError::Cancelled) => {
                 log::info!("ota {module}: download of {version} cancelled");
-                self.ota.finish(module, version);
-                self.record(
-                    module,
-                    version,
-                    "cancelled",
-                    None,
-                    "cancelled during the download",
-                );
+                self.cancelled(module, version, "cancelled during the download");
                 return;
             }
             Err(e) => {
@@ -494,14 +494,7 @@ impl Inner {
         };
         if cancel.load(Ordering::SeqCst) || self.stopping.load(Ordering::SeqCst) {
             let _ = std::fs::remove_file(&image);
-            self.ota.finish(module, version);
-            self.record(
-                module,
-                version,
-                "cancelled",
-                None,
-                "cancelled before the apply",
-            );
+            self.cancelled(module, version, "cancelled before the apply");
             return;
         }
         {
