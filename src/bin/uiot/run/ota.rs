@@ -293,18 +293,20 @@ impl Inner {
             log::warn!("ota {module}: {e}");
         }
         lock(&self.state).module(module).reported = Some(version.into());
+        // Recorded first: once the cloud has the result, `uiot ota status`
+        // shows it too.
+        self.record(module, version, "success", None, reason);
         if let Err(e) = self.ota.report_success(module, version) {
             log::warn!("ota {module}: report_success not sent: {e}");
         }
-        self.record(module, version, "success", None, reason);
     }
 
     fn fail(&self, module: &str, version: &str, code: i64, reason: &str) {
         log::error!("ota {module}: upgrade to {version} failed (ErrCode {code}): {reason}");
+        self.record(module, version, "fail", Some(code), reason);
         if let Err(e) = self.ota.report_fail(module, version, code) {
             log::warn!("ota {module}: report_fail not sent: {e}");
         }
-        self.record(module, version, "fail", Some(code), reason);
     }
 
     /// An upgrade applied before this start: does its version run now?
