@@ -130,8 +130,19 @@ block_mode() {
 		next=$slot1 number=1
 	fi
 	[ -e "$next" ] || die "$next (the inactive slot) does not exist: check UIOT_AB_SLOTS"
-	if cut -d' ' -f1 /proc/mounts 2>/dev/null | grep -qxF "$next"; then
+	real=$(readlink -f "$next" 2>/dev/null || echo "$next")
+	if cut -d' ' -f1 /proc/mounts 2>/dev/null | grep -qxF -e "$next" -e "$real"; then
 		die "$next is mounted: it is not the inactive slot (fix $UIOT_AB_ACTIVE_FILE or UIOT_AB_SLOTS): nothing written"
+	fi
+	# /proc/mounts may call the root file system /dev/root: compare device
+	# numbers too, so the running root is never written whatever its name.
+	if [ -b "$real" ] && root_dev=$(stat -c %d / 2>/dev/null) &&
+		rdev=$(stat -c '%t %T' "$real" 2>/dev/null); then
+		set -- $rdev
+		major=$((0x$1)) minor=$((0x$2))
+		if [ "$root_dev" -eq $(((minor & 255) | (major << 8) | ((minor & ~255) << 12))) ]; then
+			die "$next is the running root file system: it is not the inactive slot (fix $UIOT_AB_ACTIVE_FILE or UIOT_AB_SLOTS): nothing written"
+		fi
 	fi
 	if [ -b "$next" ] && command -v blockdev >/dev/null 2>&1; then
 		room=$(blockdev --getsize64 "$next")
