@@ -214,22 +214,41 @@ fn malformed_frames_and_peers_without_permission_are_refused_alone() {
         .unwrap();
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
         std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let o = Command::new(env!("CARGO_BIN_EXE_uiot"))
-            .args([
-                "pub",
-                "-c",
-                cfg_s,
-                "-t",
-                "upload",
-                "-m",
-                "x",
-                "--via-daemon",
-            ])
-            .env_remove("UIOT_CONFIG")
-            .uid(65534)
-            .gid(65534)
-            .output()
-            .unwrap();
+        // A copy the other user can reach: the checkout (and its target/)
+        // may sit in a directory only root may enter, e.g. mktemp -d.
+        let exe = dir.path().join("uiot-other-user");
+        std::fs::copy(env!("CARGO_BIN_EXE_uiot"), &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let run = || {
+            Command::new(&exe)
+                .args([
+                    "pub",
+                    "-c",
+                    cfg_s,
+                    "-t",
+                    "upload",
+                    "-m",
+                    "x",
+                    "--via-daemon",
+                ])
+                .env_remove("UIOT_CONFIG")
+                .uid(65534)
+                .gid(65534)
+                .output()
+        };
+        // ETXTBSY while another test thread's fork still holds the copy's
+        // write descriptor: it goes away at that child's exec.
+        let mut o = run();
+        for _ in 0..50 {
+            match &o {
+                Err(e) if e.raw_os_error() == Some(26) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    o = run();
+                }
+                _ => break,
+            }
+        }
+        let o = o.unwrap();
         assert_eq!(o.status.code(), Some(77), "{}", describe(&o));
         daemon.wait_log("may not use the socket", WAIT);
     } else {
