@@ -1045,11 +1045,9 @@ fn debian_dpkg_checks_the_package_and_returns_dpkg_status() {
 #[test]
 fn debian_dpkg_under_systemd_runs_dpkg_in_its_own_unit() {
     let stub = [("STUB_PACKAGE", "myapp"), ("STUB_VERSION", "2.0.0")];
-    // Not under /tmp: the service's /tmp is private (PrivateTmp=yes), so
-    // the script refuses an image there (checked at the end).
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let bin = stubs(dir.path(), &[]);
-    let o = Ota { dir, bin };
+    // The image may be anywhere (the checkout may be under /tmp): the
+    // private-/tmp refusal is off here and checked at the end.
+    let o = Ota::new(&[]);
     dpkg_stubs(&o);
     // systemd-run: records its arguments, then runs what follows `--`.
     script(
@@ -1064,6 +1062,7 @@ fn debian_dpkg_under_systemd_runs_dpkg_in_its_own_unit() {
     let file = o.path("myapp.deb").display().to_string();
     let mut extra = stub.to_vec();
     extra.push(("INVOCATION_ID", "0123456789abcdef"));
+    extra.push(("UIOT_DPKG_PRIVATE_TMP", "0"));
     for status in ["0", "3"] {
         let _ = fs::remove_file(o.path("calls"));
         let mut extra = extra.clone();
@@ -1094,10 +1093,13 @@ fn debian_dpkg_under_systemd_runs_dpkg_in_its_own_unit() {
         o.calls()
     );
 
-    // An image in /tmp under systemd: refused, nothing run.
-    let t = Ota::new(&[]);
+    // An image in /tmp under systemd (PrivateTmp=yes): refused, nothing run.
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let bin = stubs(dir.path(), &[]);
+    let t = Ota { dir, bin };
     dpkg_stubs(&t);
     let env = t.image("myapp.deb", b"!<arch>\n", "2.0.0");
+    extra.pop();
     extra.pop();
     let r = t.run("debian-dpkg.sh", &env, &extra, &[]);
     assert_ne!(r.code, 0);

@@ -27,6 +27,11 @@
 #                            conffiles: the administrator's versions stay)
 #   UIOT_DPKG_SYSTEMD_RUN    1 (default): under systemd, dpkg runs in its
 #                            own transient unit (below); 0: directly
+#   UIOT_DPKG_PRIVATE_TMP    1 (default, as the packaged unit's
+#                            PrivateTmp=yes): an image under /tmp or
+#                            /var/tmp is refused with systemd-run (dpkg's
+#                            unit would not see it); 0 if your drop-in
+#                            turned PrivateTmp off
 # Stdin: nothing. Stdout, stderr: the daemon's log.
 # Exit status: 0 = installed (the daemon then reads the version), non-zero
 #   = not installed (reported as ErrCode -5): not a .deb, the wrong package
@@ -52,6 +57,7 @@ UIOT_DPKG_PACKAGE=${UIOT_DPKG_PACKAGE-}
 UIOT_DPKG_CHECK_VERSION=${UIOT_DPKG_CHECK_VERSION:-1}
 UIOT_DPKG_ARGS=${UIOT_DPKG_ARGS---force-confdef --force-confold}
 UIOT_DPKG_SYSTEMD_RUN=${UIOT_DPKG_SYSTEMD_RUN:-1}
+UIOT_DPKG_PRIVATE_TMP=${UIOT_DPKG_PRIVATE_TMP:-1}
 
 die() {
 	echo "debian-dpkg: $*" >&2
@@ -87,8 +93,8 @@ run=""
 if [ "$UIOT_DPKG_SYSTEMD_RUN" != 0 ] && [ -n "${INVOCATION_ID:-}" ]; then
 	command -v systemd-run >/dev/null 2>&1 ||
 		die "INVOCATION_ID is set (systemd) but systemd-run is not found: set UIOT_DPKG_SYSTEMD_RUN=0 and loosen the unit's sandbox (see this script's header): nothing installed"
-	case "$file" in
-	/tmp/* | /var/tmp/*)
+	case "$UIOT_DPKG_PRIVATE_TMP:$file" in
+	1:/tmp/* | 1:/var/tmp/*)
 		die "$file is in the service's private /tmp, which dpkg's own unit does not see: set [ota] dir outside /tmp (default /var/lib/uiot/ota): nothing installed"
 		;;
 	esac
