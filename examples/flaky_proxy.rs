@@ -14,7 +14,8 @@
 //! - `pause D`: nothing is read for D (0.5..8 s) and then everything passes,
 //!   late but whole (a congested link; TCP keeps the bytes);
 //! - `blackhole D`: for D (2..50 s) connections stay open and new ones are
-//!   accepted, but every byte is swallowed both ways; at its end the
+//!   accepted, but every byte is swallowed both ways, and so is a close (a
+//!   FIN from one end does not reach the other); at its end the
 //!   connections that lost bytes are closed (a TCP connection that lost data
 //!   is dead: real TCP would have given up retransmitting, it never skips
 //!   bytes), new ones pass again.
@@ -287,6 +288,14 @@ fn relay(id: u64, mut from: TcpStream, mut to: TcpStream, sh: &Shared) {
         if to.write_all(chunk).is_err() {
             break;
         }
+    }
+    if sh.mode.load(Ordering::SeqCst) == BLACKHOLE {
+        // A black hole passes no FIN either: the other end stays open and
+        // must find out by itself; the black hole's end closes it.
+        if let Some(c) = sh.conns.lock().unwrap().get_mut(&id) {
+            c.tainted = true;
+        }
+        return;
     }
     let _ = to.shutdown(Shutdown::Both);
     let _ = from.shutdown(Shutdown::Both);
