@@ -616,3 +616,46 @@ fn sigterm_keeps_what_the_on_disk_queue_holds_and_a_restart_delivers_it() {
     payloads.dedup();
     assert_eq!(payloads, vec!["m0", "m1", "m2"], "nothing lost");
 }
+
+/// on_connect runs for the daemon's first connection too (its `Connected`
+/// comes before the services start; it used to be dropped, found by
+/// scripts/soak.sh), and on_disconnect / on_connect after the link is lost.
+#[test]
+fn on_connect_runs_for_the_first_connection_and_after_a_reconnect() {
+    let Some(broker) = support::broker() else {
+        return;
+    };
+    let d = broker.device(1);
+    let dir = TempDir::new("daemon-on-connect");
+    let hook = dir.path().join("hook.sh");
+    let seen = dir.path().join("seen");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho \"$UIOT_EVENT\" >> '{}'\n", seen.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = config(
+        dir.path(),
+        &broker,
+        &d,
+        &format!(
+            "[hooks]\non_connect = {h}\non_disconnect = {h}\n",
+            h = hook.display()
+        ),
+    );
+    let mut daemon = Daemon::start(&cfg);
+    let read = || std::fs::read_to_string(&seen).unwrap_or_default();
+    let wait_for = |want: &str| {
+        let until = Instant::now() + WAIT;
+        while read() != want && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(read(), want, "{}", daemon.log());
+    };
+    wait_for("connect\n");
+    broker.restart();
+    wait_for("connect\ndisconnect\nconnect\n");
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(WAIT), Some(0), "{}", daemon.log());
+}

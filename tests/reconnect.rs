@@ -202,6 +202,62 @@ fn a_cut_link_reconnects_and_resends_unacknowledged_messages() {
     client.disconnect().unwrap();
 }
 
+/// A client that keeps publishing into a black hole finds it dead as soon as
+/// an idle one would: a ping is due when nothing came back for the ping
+/// interval, not only when nothing was sent. Before, each publish put the
+/// ping off: here (5 a second, QoS 1) until the in-flight window of 64 was
+/// full, 13 s; a slower stream or QoS 0 never pinged (found with
+/// scripts/soak.sh, whose black holes the daemon did not notice).
+#[test]
+fn publishing_into_a_black_hole_still_finds_the_link_dead() {
+    let Some(broker) = support::broker() else {
+        return;
+    };
+    let dev = broker.device(1);
+    let proxy = Proxy::start(broker.port());
+    let keep_alive = Duration::from_secs(2);
+    let o = options(proxy.port(), &dev).unchecked_keep_alive(keep_alive);
+    let client = Client::connect(o).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (c, st) = (client.clone(), stop.clone());
+    let publisher = std::thread::spawn(move || {
+        let mut tokens = Vec::new();
+        for i in 0..200 {
+            if st.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            let topic = c.topic("upload");
+            tokens.push(
+                c.start_publish(&topic, format!("{i}").into_bytes(), QoS::AtLeastOnce)
+                    .unwrap(),
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        tokens
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    proxy.blackhole();
+    let t = Instant::now();
+    let dead = wait_event(&client, Duration::from_secs(8), |e| {
+        matches!(e, Event::Disconnected(_))
+    });
+    let took = t.elapsed();
+    proxy.pass();
+    assert!(
+        dead,
+        "a link black-holed while publishing was not found dead"
+    );
+    assert!(
+        took <= keep_alive.mul_f64(1.5) + Duration::from_millis(500),
+        "took {took:?}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for token in publisher.join().unwrap() {
+        token.wait_timeout(Duration::from_secs(10)).unwrap();
+    }
+    client.disconnect().unwrap();
+}
+
 #[test]
 fn two_devices_on_one_credential_back_off_instead_of_fighting() {
     let Some(broker) = support::broker() else {

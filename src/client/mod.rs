@@ -165,6 +165,7 @@ impl Client {
             closed: Mutex::new(None),
             is_closed: AtomicBool::new(false),
             last_sent: Mutex::new(Instant::now()),
+            last_received: Mutex::new(Instant::now()),
             timers: timers.clone(),
             options,
             store,

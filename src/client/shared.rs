@@ -137,6 +137,8 @@ pub(crate) struct Shared {
     pub(crate) is_closed: AtomicBool,
     /// When the socket was last written to.
     pub(crate) last_sent: Mutex<Instant>,
+    /// When bytes last came from the socket.
+    pub(crate) last_received: Mutex<Instant>,
     pub(crate) timers: Arc<Timers>,
     pub(crate) options: Options,
     /// The on-disk queue (`[queue] dir`).
@@ -208,6 +210,21 @@ impl Shared {
 
     pub(crate) fn last_sent(&self) -> Instant {
         *lock(&self.last_sent)
+    }
+
+    pub(crate) fn note_received(&self) {
+        *lock(&self.last_received) = Instant::now();
+    }
+
+    /// Since when the link has been quiet in at least one direction: a
+    /// PINGREQ is due one ping interval after it. Not only after nothing
+    /// was sent: a client that keeps publishing into a black-holed link
+    /// (QoS 0, or QoS 1 slower than the in-flight window fills) would
+    /// otherwise never ping, and would find the link dead only when TCP
+    /// gave up (about 15 minutes on Linux), or never when a middlebox
+    /// acknowledges what it swallows.
+    pub(crate) fn quiet_since(&self) -> Instant {
+        self.last_sent().min(*lock(&self.last_received))
     }
 
     /// Take room for a message of `bytes` bytes, per the `on_full` policy.

@@ -24,7 +24,8 @@ use rustix::time::{
 /// The kinds of deadline a connection keeps (at most one of each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Deadline {
-    /// Check whether a PINGREQ is due (nothing sent for the ping interval).
+    /// Check whether a PINGREQ is due (nothing sent, or nothing received, for
+    /// the ping interval).
     PingDue = 0,
     /// The PINGRESP for the last PINGREQ is overdue.
     PingResp = 1,

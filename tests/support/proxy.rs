@@ -1,6 +1,7 @@
 //! A TCP proxy between a client under test and the broker that can pass
 //! traffic, black-hole it (connections stay open, nothing gets through in
-//! either direction), or cut every connection. 127.0.0.1 only.
+//! either direction, not even a close), or cut every connection. 127.0.0.1
+//! only.
 //!
 //! Owns: its listener, its relay threads. Dropping it stops everything.
 
@@ -113,6 +114,11 @@ fn relay(from: &TcpStream, to: &TcpStream, mode: Arc<AtomicU8>, stop: Arc<Atomic
                     ) => {}
                 Err(_) => break,
             }
+        }
+        if mode.load(Ordering::SeqCst) == BLACKHOLE {
+            // A black hole passes no FIN either: the other end stays open
+            // (until cut() or drop) and must find out by itself.
+            return;
         }
         let _ = to.shutdown(Shutdown::Both);
         let _ = from.shutdown(Shutdown::Both);

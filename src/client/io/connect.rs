@@ -142,6 +142,7 @@ impl Io {
     fn after_connect(&mut self) {
         let now = Instant::now();
         self.shared.note_sent();
+        self.shared.note_received();
         self.shared.timers.set(
             Deadline::PingDue,
             later(now, self.shared.options.ping_interval()),

@@ -62,6 +62,7 @@ impl Io {
             }
             Ok(n) => {
                 self.rx_end += n;
+                self.shared.note_received();
                 Ok(())
             }
             Err(e) if would_block(&e) => {

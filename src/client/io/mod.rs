@@ -50,9 +50,10 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Called on the timer thread when a deadline is due.
 pub(crate) fn on_deadline(shared: &Shared, kind: Deadline) {
     if kind == Deadline::PingDue {
-        // Only wake the I/O thread if the connection really was quiet for
-        // the whole ping interval; otherwise look again later.
-        let next = later(shared.last_sent(), shared.options.ping_interval());
+        // Only wake the I/O thread if the connection really was quiet (in
+        // either direction) for the whole ping interval; otherwise look
+        // again later.
+        let next = later(shared.quiet_since(), shared.options.ping_interval());
         if next > later(Instant::now(), Duration::from_millis(1)) {
             shared.timers.set(Deadline::PingDue, next);
             return;

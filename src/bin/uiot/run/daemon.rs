@@ -8,6 +8,7 @@
 //! Must not touch: what the socket does (`relay`), what the services do
 //! (`services`).
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -190,9 +191,26 @@ fn connect(
 /// socket's table (replaced when a reload restarts the socket).
 type Target = Arc<Mutex<Option<Arc<dyn Fn(&Message) + Send + Sync>>>>;
 
+/// What takes the connection's events: the event, and whether it came
+/// before these services started (it waited for them).
+pub type EventHandler = Arc<dyn Fn(Event, bool) + Send + Sync>;
+
 /// Where the events thread sends the connection's events: the current
-/// services (replaced when a reload restarts them).
-type OnEvent = Arc<Mutex<Option<Arc<dyn Fn(Event) + Send + Sync>>>>;
+/// services (replaced when a reload restarts them). An event that comes
+/// while there are none waits for the next ones: the first connection's
+/// `Connected` always comes before the services start (its on_connect
+/// hook was lost), and a link lost during a reload still runs
+/// on_disconnect.
+#[derive(Default)]
+struct EventSink {
+    handler: Option<EventHandler>,
+    waiting: VecDeque<Event>,
+}
+
+type OnEvent = Arc<Mutex<EventSink>>;
+
+/// Events kept while no services run; beyond, the oldest is dropped.
+const MAX_WAITING_EVENTS: usize = 64;
 
 /// One thread per connection takes the connection's events and hands them
 /// to the current [`OnEvent`]; it ends when the client is disconnected.
@@ -210,12 +228,20 @@ fn start_events(client: &Client, on_event: &OnEvent, link_up: &Arc<AtomicBool>) 
                     Event::Disconnected(_) => link_up.store(false, Ordering::SeqCst),
                     _ => {}
                 }
-                let f = on_event
+                let mut sink = on_event
                     .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                if let Some(f) = f {
-                    f(e);
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match sink.handler.clone() {
+                    Some(f) => {
+                        drop(sink);
+                        f(e, false);
+                    }
+                    None => {
+                        if sink.waiting.len() >= MAX_WAITING_EVENTS {
+                            let _ = sink.waiting.pop_front();
+                        }
+                        sink.waiting.push_back(e);
+                    }
                 }
             }
         });
@@ -287,9 +313,17 @@ impl Running {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(relay.dispatcher());
         log::info!("local socket {} ready", socket.display());
         let services = Services::start(config, client, &relay);
-        *on_event
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(services.on_event(config));
+        let f = services.on_event(config);
+        {
+            // Under the lock: the waiting events go first, in order.
+            let mut sink = on_event
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for e in sink.waiting.drain(..) {
+                f(e, true);
+            }
+            sink.handler = Some(f);
+        }
         Ok(Running {
             relay,
             services,
@@ -299,10 +333,10 @@ impl Running {
     }
 
     fn stop(self) {
-        *self
-            .on_event
+        self.on_event
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .handler = None;
         self.services.stop(STOP_DEADLINE);
         *self
             .target

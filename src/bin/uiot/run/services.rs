@@ -187,8 +187,10 @@ impl Services {
     }
 
     /// The connection's events: logged, and `on_connect` / `on_disconnect`.
-    /// The daemon's events thread (one per connection) calls this.
-    pub fn on_event(&self, config: &Config) -> Arc<dyn Fn(Event) + Send + Sync> {
+    /// The daemon's events thread (one per connection) calls this; an
+    /// event that came before these services started (`waited`) runs its
+    /// hook too, but the OTA service announced itself when it started.
+    pub fn on_event(&self, config: &Config) -> super::daemon::EventHandler {
         let (on_connect, on_disconnect) = (
             config.hooks.on_connect.clone(),
             config.hooks.on_disconnect.clone(),
@@ -196,11 +198,11 @@ impl Services {
         let (runner, base) = (Arc::clone(&self.runner), self.base.clone());
         let restarts = Arc::clone(&self.restarts);
         let ota = self.ota.as_ref().map(OtaService::on_connect);
-        Arc::new(move |e: Event| {
+        Arc::new(move |e: Event, waited: bool| {
             let (hook, event, extra) = match e {
                 Event::Connected { .. } => {
                     log::info!("connected");
-                    if let Some(f) = &ota {
+                    if let Some(f) = ota.as_ref().filter(|_| !waited) {
                         f();
                     }
                     (&on_connect, "connect", Vec::new())
