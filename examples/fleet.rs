@@ -432,14 +432,16 @@ fn main() -> Result<()> {
             if range.is_empty() {
                 continue;
             }
-            let (tx, rx) = mpsc::channel::<(u32, u64, PublishToken)>();
+            let (tx, rx) = mpsc::channel::<(u32, u64, Instant, PublishToken)>();
             let counters_w = Arc::clone(&counters);
             waiters.push(thread::spawn(move || {
+                // The publish time, not the ack's: tokens are waited for in
+                // order, so a slow device delays the stamps of the others.
                 let mut acks: Vec<(u32, u64, Instant)> = Vec::new();
-                for (dev, seq, token) in rx {
+                for (dev, seq, published, token) in rx {
                     match token.wait() {
                         Ok(()) => {
-                            acks.push((dev, seq, Instant::now()));
+                            acks.push((dev, seq, published));
                             counters_w.acked.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(_) => {
@@ -468,9 +470,10 @@ fn main() -> Result<()> {
                             thread::sleep(wait);
                         }
                         let payload = format!("{dev} {k}").into_bytes();
+                        let published = Instant::now();
                         match clients[dev].start_publish(&topics[j], payload, QoS::AtLeastOnce) {
                             Ok(token) => {
-                                let _ = tx.send((dev as u32, k, token));
+                                let _ = tx.send((dev as u32, k, published, token));
                             }
                             Err(_) => {
                                 counters.refused.fetch_add(1, Ordering::Relaxed);
@@ -572,13 +575,28 @@ fn main() -> Result<()> {
     }
     let (mut away, mut late, mut unexplained) = (0u64, 0u64, 0u64);
     let mut examples = Vec::new();
-    for (dev, seq, at) in &acks {
+    for (dev, seq, published) in &acks {
         if seen.contains_key(&(*dev, *seq)) {
             continue;
         }
-        if deaf.iter().any(|(a, b)| at >= a && at <= b) {
+        // When it went to the broker: at once, or (published while the
+        // device was offline) when the device was connected again.
+        let c = &conns[*dev as usize];
+        let down = c.disconnects.iter().rev().find(|d| *d <= published);
+        let at = match down {
+            Some(d) if !c.reconnects.iter().any(|r| r > d && r <= published) => {
+                // Not back before the monitor stopped: sent after the end.
+                c.reconnects
+                    .iter()
+                    .find(|r| *r > published)
+                    .copied()
+                    .unwrap_or_else(Instant::now)
+            }
+            _ => *published,
+        };
+        if deaf.iter().any(|(a, b)| at >= *a && at <= *b) {
             away += 1;
-        } else if *at >= checker_stopped {
+        } else if at >= checker_stopped {
             late += 1;
         } else {
             unexplained += 1;

@@ -172,7 +172,7 @@ fn twenty_devices_through_a_broker_kill_lose_no_acknowledged_message_and_reconne
         let events: Vec<_> = clients.iter().map(Client::events).collect();
         thread::spawn(move || {
             let started = Instant::now();
-            let mut down = vec![false; DEVICES];
+            let mut down = [false; DEVICES];
             let mut back: Vec<Option<Instant>> = vec![None; DEVICES];
             while back.iter().any(Option::is_none) {
                 assert!(
