@@ -165,9 +165,10 @@ outage_run() { # N MODE(jitter|fixed)
     o=$(grep '^outage 1 ' "$out" || echo "outage 1 none")
     a=$(grep '^accepted ' "$out")
     field() { echo "$2" | tr ' ' '\n' | awk -v k="$1" 'prev == k { print; exit } { prev = $0 }'; }
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s of %s | %s ms | %s ms | %s ms |\n' \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s of %s | %s ms | %s ms | %s ms |\n' \
         "$n" "$mode" "$(field accepted "$a")" "$(field checker_unique "$a")" \
-        "$(field missing_checker_away "$a")" "$(field missing_unexplained "$a")" \
+        "$(field missing_checker_away "$a")" "$(field missing_after_end "$a")" \
+        "$(field missing_unexplained "$a")" \
         "$(field duplicates "$a")" "$(field peak_per_1s "$o") / $(field peak_per_100ms "$o")" \
         "$(field devices_back "$o")" "$n" "$(field first_ms "$o")" "$(field p50_ms "$o")" \
         "$(field last_ms "$o")"
@@ -183,11 +184,15 @@ idle_rss() { # N: prints rss_kib threads fds of N idle devices
 }
 
 echo "fleet: rate $RATE msg/s per device, warm-up ${WARMUP}s, broker down ${DOWN}s, ${AFTER}s after; $(nproc) cores" >&2
-TABLE="| devices | back-off | accepted (PUBACK) | checker unique | lost, checker away | lost, unexplained | duplicates | peak reconnects per 1 s / 100 ms | back | first | median | last |
-|---|---|---|---|---|---|---|---|---|---|---|---|"
+TABLE="| devices | back-off | accepted (PUBACK) | checker unique | lost, checker away | lost, acked after the end | lost, unexplained | duplicates | peak reconnects per 1 s / 100 ms | back | first | median | last |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for n in "${SIZES[@]}"; do
     for mode in jitter fixed; do
-        row=$(outage_run "$n" "$mode") || row="| $n | $mode | failed | | | | | | | | | |"
+        # Not in $(...): the broker's and the fleet's pids must stay known
+        # to this shell's cleanup.
+        if outage_run "$n" "$mode" >"$RUN/row"; then row=$(cat "$RUN/row"); else
+            row="| $n | $mode | failed | | | | | | | | | | |"
+        fi
         TABLE="$TABLE
 $row"
     done
@@ -195,11 +200,13 @@ done
 echo
 echo "$TABLE"
 echo
-read -r rss0 thr0 fd0 < <(idle_rss 0)
+idle_rss 0 >"$RUN/idle"
+read -r rss0 thr0 fd0 <"$RUN/idle"
 echo "| idle devices | RSS KiB | threads | fds | RSS per device KiB |"
 echo "|---|---|---|---|---|"
 echo "| 0 | $rss0 | $thr0 | $fd0 | |"
 for n in "${SIZES[@]}"; do
-    read -r rss thr fd < <(idle_rss "$n")
+    idle_rss "$n" >"$RUN/idle"
+    read -r rss thr fd <"$RUN/idle"
     echo "| $n | $rss | $thr | $fd | $(( (rss - rss0) / n )) |"
 done
