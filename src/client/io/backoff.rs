@@ -39,15 +39,18 @@ impl Backoff {
         self.kicked
     }
 
-    /// Next wait: full jitter between `min` and min(max, min * 2^attempt);
-    /// the maximum when kicked.
+    /// Next wait: full jitter between `min` and min(max, min * 2^(attempt +
+    /// 1)); the maximum when kicked. The first window is already `min` to
+    /// 2 * `min`: a fleet that lost the broker at one moment must not all
+    /// come back exactly `min` later (after an outage shorter than `min`
+    /// that would be one burst of every device at once).
     pub(super) fn next(&mut self, min: Duration, max: Duration) -> Duration {
         let max = max.max(min);
         if self.kicked {
             return max;
         }
         let cap = min
-            .saturating_mul(1u32 << self.attempt.min(20))
+            .saturating_mul(2u32 << self.attempt.min(20))
             .min(max)
             .max(min);
         self.attempt = self.attempt.saturating_add(1);
@@ -120,7 +123,7 @@ mod tests {
         let mut b = Backoff::new(42);
         let (min, max) = (Duration::from_secs(1), Duration::from_secs(60));
         for attempt in 0..12u32 {
-            let cap = min.saturating_mul(1 << attempt.min(20)).min(max);
+            let cap = min.saturating_mul(2 << attempt.min(20)).min(max);
             let w = b.next(min, max);
             assert!(
                 w >= min && w <= cap,
@@ -204,7 +207,22 @@ mod tests {
             b.next(r.min, r.max);
         }
         b.ended(Duration::from_secs(31), false, &r);
-        // Back to the first step: at most 2 * min... the first cap is min.
-        assert_eq!(b.next(r.min, r.max), r.min);
+        // Back to the first step: between min and 2 * min.
+        let w = b.next(r.min, r.max);
+        assert!(w >= r.min && w <= r.min * 2, "{w:?}");
+    }
+
+    #[test]
+    fn the_first_waits_of_a_fleet_are_spread_not_all_min() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        let firsts: Vec<Duration> = (1..=200u64)
+            .map(|i| Backoff::new(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).next(min, max))
+            .collect();
+        assert!(firsts.iter().all(|w| *w >= min && *w <= min * 2));
+        let early = firsts.iter().filter(|w| **w < min + min / 2).count();
+        assert!(
+            (60..=140).contains(&early),
+            "{early} of 200 first waits in the first half of the window"
+        );
     }
 }
