@@ -6,10 +6,11 @@
 //! messages).
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::chan::Receiver;
 use super::shared::{lock, secs, Ack, Command, Inbound, Shared};
 use super::{Event, Message};
 use crate::error::Error;

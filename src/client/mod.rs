@@ -22,6 +22,7 @@
 //! # Ok::<(), uiot::Error>(())
 //! ```
 
+mod chan;
 mod inbox;
 mod io;
 mod options;
@@ -142,9 +143,9 @@ impl Client {
             .map_err(|e| io_err("creating the waker", e))?;
         let timers = Arc::new(Timers::new().map_err(|e| io_err("creating the timerfd", e))?);
         let (cmd_tx, cmd_rx) =
-            mpsc::sync_channel(shared::command_queue(options.queue.max_messages));
-        let (msg_tx, msg_rx) = mpsc::sync_channel(options.message_capacity.max(1));
-        let (ev_tx, ev_rx) = mpsc::sync_channel(64);
+            chan::sync_channel(shared::command_queue(options.queue.max_messages));
+        let (msg_tx, msg_rx) = chan::sync_channel(options.message_capacity.max(1));
+        let (ev_tx, ev_rx) = chan::sync_channel(64);
         let shared = Arc::new(Shared {
             commands: cmd_tx,
             waker,

@@ -8,9 +8,11 @@
 //! Must not touch: the socket (the I/O thread's), the public API.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::{self, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use super::chan::SyncSender;
 
 use super::io;
 use super::store;

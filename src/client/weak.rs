@@ -5,7 +5,6 @@
 //! Owns: [`WeakClient`], [`Client::route`], [`Client::downgrade`].
 //! Must not touch: the I/O thread's delivery (it only sends it a route).
 
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use super::{Client, Command, Events, Messages, Owner, Shared};
@@ -54,7 +53,7 @@ impl Client {
     /// [`Client::messages`]. Make the route before subscribing, so that no
     /// message of the new subscription reaches the application's queue.
     pub fn route(&self, prefix: &str, capacity: usize) -> Result<Messages, Error> {
-        let (tx, rx) = mpsc::sync_channel(capacity.max(1));
+        let (tx, rx) = super::chan::sync_channel(capacity.max(1));
         self.shared.send(Command::Route {
             prefix: prefix.to_string(),
             tx,

@@ -21,11 +21,13 @@ mod inbound;
 mod outbound;
 mod park;
 
-use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{Sender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
+
+use super::chan::{Receiver, SyncSender};
 
 pub(crate) use closed::Closed;
 pub(crate) use park::ParkFlag;

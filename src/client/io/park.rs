@@ -9,7 +9,9 @@
 //! Must not touch: the poll itself, commands' meaning.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::TryRecvError;
+
+use crate::client::chan::Receiver;
 
 /// What the I/O thread found when it was about to park.
 pub(crate) enum Park<T> {
@@ -58,8 +60,8 @@ impl ParkFlag {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::chan;
     use mio::{Events, Poll, Token, Waker};
-    use std::sync::mpsc;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -71,7 +73,7 @@ mod tests {
         let mut poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
         let flag = Arc::new(ParkFlag::default());
-        let (tx, rx) = mpsc::sync_channel::<usize>(8);
+        let (tx, rx) = chan::sync_channel::<usize>(8);
         let (f, w) = (flag.clone(), waker.clone());
         let sender = std::thread::spawn(move || {
             let mut wakes = 0usize;
@@ -125,7 +127,7 @@ mod tests {
     #[test]
     fn one_wake_per_park() {
         let flag = ParkFlag::default();
-        let (_tx, rx) = mpsc::channel::<()>();
+        let (_tx, rx) = chan::sync_channel::<()>(1);
         assert!(!flag.take_wake(), "running: no wake");
         assert!(matches!(flag.park(&rx), Park::Sleep));
         assert!(flag.take_wake());
