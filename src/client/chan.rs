@@ -154,29 +154,16 @@ impl<T> Receiver<T> {
     /// The next value, waiting for one; fails once every sender is gone and
     /// the queue is empty.
     pub(crate) fn recv(&self) -> Result<T, RecvError> {
-        let inner = &*self.inner;
-        let mut state = inner.lock();
-        loop {
-            if let Some(value) = inner.pop(&mut state) {
-                return Ok(value);
-            }
-            if state.senders == 0 {
-                return Err(RecvError);
-            }
-            state.waiting_recv += 1;
-            state = inner
-                .readable
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-            state.waiting_recv -= 1;
-        }
+        self.recv_until(None).map_err(|_| RecvError)
     }
 
     /// The next value, waiting at most `timeout`.
     pub(crate) fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        let Some(deadline) = Instant::now().checked_add(timeout) else {
-            return self.recv().map_err(|_| RecvTimeoutError::Disconnected);
-        };
+        // A timeout past what an Instant can hold waits forever.
+        self.recv_until(Instant::now().checked_add(timeout))
+    }
+
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         let inner = &*self.inner;
         let mut state = inner.lock();
         loop {
@@ -186,15 +173,25 @@ impl<T> Receiver<T> {
             if state.senders == 0 {
                 return Err(RecvTimeoutError::Disconnected);
             }
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return Err(RecvTimeoutError::Timeout);
+            let left = match deadline.map(|d| d.checked_duration_since(Instant::now())) {
+                Some(None) => return Err(RecvTimeoutError::Timeout),
+                Some(left) => left,
+                None => None,
             };
             state.waiting_recv += 1;
-            state = inner
-                .readable
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            state = match left {
+                None => inner
+                    .readable
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(left) => {
+                    inner
+                        .readable
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
             state.waiting_recv -= 1;
         }
     }
