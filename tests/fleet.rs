@@ -329,6 +329,37 @@ fn an_idle_client_costs_little_memory() {
         per < 100,
         "an idle client costs {per} KiB of RSS (42 KiB expected): a queue allocates its bound up front?"
     );
+
+    // Tokens an application holds for QoS 1 messages already acknowledged
+    // (a gateway that checks them later): small each (std's channel made
+    // every token about 2.8 KB).
+    const PER_CLIENT: usize = 20;
+    let before = vm_rss_kib();
+    let mut tokens = Vec::with_capacity(N * PER_CLIENT);
+    for k in 0..PER_CLIENT {
+        for (i, c) in clients.iter().enumerate() {
+            let topic = format!("/mem/{}/up", i + 20);
+            tokens.push(
+                c.start_publish(&topic, format!("{k}").into_bytes(), QoS::AtLeastOnce)
+                    .unwrap(),
+            );
+        }
+    }
+    for c in &clients {
+        c.flush(Duration::from_secs(30)).unwrap();
+    }
+    let per_token = (vm_rss_kib().saturating_sub(before) * 1024) / tokens.len() as u64;
+    eprintln!(
+        "{} acknowledged tokens held: {per_token} B RSS each",
+        tokens.len()
+    );
+    assert!(
+        per_token < 1536,
+        "a held PublishToken costs {per_token} B of RSS (about 300 expected)"
+    );
+    for t in tokens {
+        t.wait().unwrap();
+    }
     for c in clients.iter().chain(&warm) {
         c.disconnect().unwrap();
     }

@@ -26,6 +26,7 @@ mod chan;
 mod inbox;
 mod io;
 mod options;
+mod reply;
 mod session;
 mod shared;
 pub(crate) mod store;
@@ -35,10 +36,12 @@ mod weak;
 
 // No 64-bit atomics: 32-bit MIPS (OpenWrt routers) has none.
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use reply::Receiver;
 
 pub use inbox::{Events, Messages};
 pub use options::{OnFull, Options, Queue, Reconnect};
@@ -71,7 +74,7 @@ impl Owner {
         let Some(io) = threads.io.take() else {
             return Ok(());
         };
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = reply::channel();
         // A connection that already ended needs no goodbye.
         let result = match self.shared.send(Command::Disconnect { done: tx }) {
             Ok(()) => rx.recv().unwrap_or(Ok(())),
@@ -180,7 +183,7 @@ impl Client {
             }
         }
 
-        let (ready_tx, ready_rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = reply::channel();
         let io_shared = shared.clone();
         let io = std::thread::Builder::new()
             .name("uiot-io".into())
@@ -384,7 +387,7 @@ impl Client {
                     }
                 };
                 if token {
-                    let (tx, rx) = mpsc::channel();
+                    let (tx, rx) = reply::channel();
                     (Some(tx), Some(rx), store_id)
                 } else {
                     (None, None, store_id)
@@ -419,7 +422,7 @@ impl Client {
             self.guard(f, true)?;
             list.push((f.to_string(), *q));
         }
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = reply::channel();
         self.shared.send(Command::Subscribe {
             filters: list,
             done: tx,
@@ -443,7 +446,7 @@ impl Client {
             })?;
             list.push(f.to_string());
         }
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = reply::channel();
         self.shared.send(Command::Unsubscribe {
             filters: list,
             done: tx,
@@ -454,7 +457,7 @@ impl Client {
     /// Wait until everything published so far is written and every QoS 1
     /// message is acknowledged, or `timeout` passes.
     pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = reply::channel();
         self.shared.send(Command::Flush { done: tx })?;
         match rx.recv_timeout(timeout) {
             Ok(r) => r,
@@ -468,7 +471,7 @@ impl Client {
     /// when nothing moved for `stall`. For a publisher that must exit only
     /// after everything it accepted went out, over a slow link.
     pub fn drain(&self, stall: Duration) -> Result<(), Error> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = reply::channel();
         self.shared.send(Command::Flush { done: tx })?;
         let mut seen = self.shared.progress.load(Ordering::Relaxed);
         loop {

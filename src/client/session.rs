@@ -4,8 +4,8 @@
 //! Owns: what must survive a reconnect of the same session.
 //! Must not touch: sockets, the poll loop, timers, encoding.
 
+use super::reply::Sender;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use crate::client::QoS;

@@ -8,11 +8,12 @@
 //! Must not touch: the socket (the I/O thread's), the public API.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, TrySendError};
+use std::sync::mpsc::TrySendError;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::chan::SyncSender;
+use super::reply;
 
 use super::io;
 use super::store;
@@ -27,16 +28,16 @@ pub(crate) enum Command {
         topic: Arc<str>,
         payload: Vec<u8>,
         qos: QoS,
-        done: Option<mpsc::Sender<Result<(), Error>>>,
+        done: Option<reply::Sender<Result<(), Error>>>,
         store_id: Option<u64>,
     },
     Subscribe {
         filters: Vec<(String, QoS)>,
-        done: mpsc::Sender<Result<Vec<QoS>, Error>>,
+        done: reply::Sender<Result<Vec<QoS>, Error>>,
     },
     Unsubscribe {
         filters: Vec<String>,
-        done: mpsc::Sender<Result<(), Error>>,
+        done: reply::Sender<Result<(), Error>>,
     },
     /// The application took an inbound QoS 1 message: acknowledge it.
     Ack {
@@ -44,10 +45,10 @@ pub(crate) enum Command {
         conn: u32,
     },
     Flush {
-        done: mpsc::Sender<Result<(), Error>>,
+        done: reply::Sender<Result<(), Error>>,
     },
     Disconnect {
-        done: mpsc::Sender<Result<(), Error>>,
+        done: reply::Sender<Result<(), Error>>,
     },
     Timer(timer::Deadline),
     /// Messages whose topic starts with `prefix` go to `tx` (a platform

@@ -4,7 +4,9 @@
 //! Owns: [`Message`], [`Event`], [`QueueStats`], [`PublishToken`].
 //! Must not touch: threads, sockets, the session.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
+
+use super::reply::Receiver;
 use std::time::Duration;
 
 use super::{secs, QoS};

@@ -174,7 +174,7 @@ impl Io {
             .map(|(f, q)| (f.clone(), *q))
             .collect();
         log::info!("restoring {} subscription(s)", filters.len());
-        if let Err(e) = self.send_subscribe(filters, None) {
+        if let Err((e, _)) = self.send_subscribe(filters, None) {
             log::error!("cannot restore the subscriptions: {e}");
         }
     }

@@ -21,13 +21,14 @@ mod inbound;
 mod outbound;
 mod park;
 
-use std::sync::mpsc::{Sender, TrySendError};
+use std::sync::mpsc::TrySendError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
 
 use super::chan::{Receiver, SyncSender};
+use super::reply::Sender;
 
 pub(crate) use closed::Closed;
 pub(crate) use park::ParkFlag;

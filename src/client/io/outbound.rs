@@ -9,17 +9,20 @@
 
 use std::io::Write as _;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Closed, Io, TX_HIGH_WATER};
+use crate::client::reply::Sender;
 use crate::client::session::{Outgoing, PendingSub, PendingUnsub};
 use crate::client::timer::Deadline;
 use crate::client::{later, publish_size, Event, OnFull, QoS};
 use crate::error::Error;
 use crate::packet::{self, Packet};
 use crate::transport::{interrupted, would_block};
+
+/// Where a SUBACK's outcome goes.
+type SubDone = Sender<Result<Vec<QoS>, Error>>;
 
 /// A PUBLISH at least this large is remembered, to explain a broker that
 /// closes the connection right after it.
@@ -234,23 +237,26 @@ impl Io {
                 return;
             }
         }
-        if let Err(e) = self.send_subscribe(filters, Some(done.clone())) {
+        if let Err((e, Some(done))) = self.send_subscribe(filters, Some(done)) {
             let _ = done.send(Err(Error::Protocol(e)));
         }
     }
 
-    /// Encode a SUBSCRIBE and remember it until its SUBACK.
+    /// Encode a SUBSCRIBE and remember it until its SUBACK. A packet that
+    /// cannot be encoded gives `done` back, to be told why.
     pub(super) fn send_subscribe(
         &mut self,
         filters: Vec<(String, QoS)>,
-        done: Option<Sender<Result<Vec<QoS>, Error>>>,
-    ) -> Result<(), packet::PacketError> {
+        done: Option<SubDone>,
+    ) -> Result<(), (packet::PacketError, Option<SubDone>)> {
         let id = self.session.next_id();
         let pkt = Packet::Subscribe(packet::Subscribe {
             pkid: id,
             filters: filters.clone(),
         });
-        pkt.encode(&mut self.tx)?;
+        if let Err(e) = pkt.encode(&mut self.tx) {
+            return Err((e, done));
+        }
         log::debug!(target: "uiot::wire", "-> {}", pkt.summary());
         self.session
             .pending_subs
