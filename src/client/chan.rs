@@ -62,6 +62,29 @@ impl<T> Inner<T> {
     }
 }
 
+/// Wait on `cv` until woken, or until `deadline` (`None`: no deadline).
+/// True, without waiting, when the deadline has passed. Shared with
+/// reply.rs.
+pub(super) fn wait_until<'a, S>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, S>,
+    deadline: Option<Instant>,
+) -> (MutexGuard<'a, S>, bool) {
+    match deadline.map(|d| d.checked_duration_since(Instant::now())) {
+        Some(None) => (guard, true),
+        Some(Some(left)) => (
+            cv.wait_timeout(guard, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0,
+            false,
+        ),
+        None => (
+            cv.wait(guard).unwrap_or_else(PoisonError::into_inner),
+            false,
+        ),
+    }
+}
+
 /// The sending half; cloneable.
 pub(crate) struct SyncSender<T> {
     inner: Arc<Inner<T>>,
@@ -173,26 +196,13 @@ impl<T> Receiver<T> {
             if state.senders == 0 {
                 return Err(RecvTimeoutError::Disconnected);
             }
-            let left = match deadline.map(|d| d.checked_duration_since(Instant::now())) {
-                Some(None) => return Err(RecvTimeoutError::Timeout),
-                Some(left) => left,
-                None => None,
-            };
             state.waiting_recv += 1;
-            state = match left {
-                None => inner
-                    .readable
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner),
-                Some(left) => {
-                    inner
-                        .readable
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-            };
+            let (woken, expired) = wait_until(&inner.readable, state, deadline);
+            state = woken;
             state.waiting_recv -= 1;
+            if expired {
+                return Err(RecvTimeoutError::Timeout);
+            }
         }
     }
 

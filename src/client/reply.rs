@@ -15,6 +15,8 @@ use std::sync::mpsc::{RecvError, RecvTimeoutError, SendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::chan::wait_until;
+
 struct Slot<T> {
     state: Mutex<State<T>>,
     ready: Condvar,
@@ -24,6 +26,8 @@ struct State<T> {
     value: Option<T>,
     /// The sender sent its value or is gone: nothing more will come.
     done: bool,
+    /// The receiver is blocked: only then is a wake (a system call) needed.
+    waiting: bool,
 }
 
 impl<T> Slot<T> {
@@ -57,6 +61,7 @@ pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
         state: Mutex::new(State {
             value: None,
             done: false,
+            waiting: false,
         }),
         ready: Condvar::new(),
     });
@@ -73,7 +78,9 @@ impl<T> Sender<T> {
         }
         state.value = Some(value);
         state.done = true;
-        self.slot.ready.notify_all();
+        if state.waiting {
+            self.slot.ready.notify_one();
+        }
         Ok(())
     }
 }
@@ -83,7 +90,9 @@ impl<T> Drop for Sender<T> {
         let mut state = self.slot.lock();
         if !state.done {
             state.done = true;
-            self.slot.ready.notify_all();
+            if state.waiting {
+                self.slot.ready.notify_one();
+            }
         }
     }
 }
@@ -110,19 +119,13 @@ impl<T> Receiver<T> {
             if state.done {
                 return Err(RecvTimeoutError::Disconnected);
             }
-            state = match deadline.map(|d| d.checked_duration_since(Instant::now())) {
-                Some(None) => return Err(RecvTimeoutError::Timeout),
-                Some(Some(left)) => {
-                    slot.ready
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-                None => slot
-                    .ready
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner),
-            };
+            state.waiting = true;
+            let (woken, expired) = wait_until(&slot.ready, state, deadline);
+            state = woken;
+            state.waiting = false;
+            if expired {
+                return Err(RecvTimeoutError::Timeout);
+            }
         }
     }
 }
