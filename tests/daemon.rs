@@ -40,6 +40,14 @@ fn config(dir: &Path, broker: &Broker, d: &Device, extra: &str) -> PathBuf {
     write_config(dir, broker.port(), &static_device(d), &daemon)
 }
 
+/// An executable `/bin/sh` script `name` in `dir` running `body`.
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
 fn logins(broker: &Broker, d: &Device) -> usize {
     broker.log_count(&format!("as {} (", d.client_id()))
 }
@@ -51,14 +59,12 @@ fn commands_share_the_daemons_login_and_on_message_gets_env_and_stdin() {
     };
     let d = broker.device(0);
     let dir = TempDir::new("daemon-socket");
-    let hook = dir.path().join("on_message.sh");
     let seen = dir.path().join("seen");
-    std::fs::write(
-        &hook,
-        format!("#!/bin/sh\n{{ echo \"$UIOT_EVENT $UIOT_TOPIC $UIOT_QOS $UIOT_DEVICE_SN\"; cat; echo; }} >> '{}'\n", seen.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hook = script(
+        dir.path(),
+        "on_message.sh",
+        &format!("{{ echo \"$UIOT_EVENT $UIOT_TOPIC $UIOT_QOS $UIOT_DEVICE_SN\"; cat; echo; }} >> '{}'\n", seen.display()),
+    );
     let cfg = config(
         dir.path(),
         &broker,
@@ -288,9 +294,7 @@ fn hooks_answer_commands_and_apply_desired_values_from_the_cloud() {
     let d = broker.device(0);
     let dir = TempDir::new("daemon-hooks");
     let hooks = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/hooks");
-    let slow = dir.path().join("slow.sh");
-    std::fs::write(&slow, "#!/bin/sh\nexec sleep 60\n").unwrap();
-    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let slow = script(dir.path(), "slow.sh", "exec sleep 60\n");
     let cfg = config(
         dir.path(),
         &broker,
@@ -504,16 +508,14 @@ fn thirty_commands_at_once_keep_to_the_hook_cap_and_all_get_answers() {
     let d = broker.device(2);
     let dir = TempDir::new("daemon-cap");
     let log = dir.path().join("runs");
-    let hook = dir.path().join("slow_command.sh");
-    std::fs::write(
-        &hook,
-        format!(
-            "#!/bin/sh\ncat > /dev/null\necho \"+ $(date +%s%N)\" >> '{l}'\nsleep 0.1\necho \"- $(date +%s%N)\" >> '{l}'\necho '{{}}'\n",
+    let hook = script(
+        dir.path(),
+        "slow_command.sh",
+        &format!(
+            "cat > /dev/null\necho \"+ $(date +%s%N)\" >> '{l}'\nsleep 0.1\necho \"- $(date +%s%N)\" >> '{l}'\necho '{{}}'\n",
             l = log.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let cfg = config(
         dir.path(),
         &broker,
@@ -627,14 +629,12 @@ fn on_connect_runs_for_the_first_connection_and_after_a_reconnect() {
     };
     let d = broker.device(1);
     let dir = TempDir::new("daemon-on-connect");
-    let hook = dir.path().join("hook.sh");
     let seen = dir.path().join("seen");
-    std::fs::write(
-        &hook,
-        format!("#!/bin/sh\necho \"$UIOT_EVENT\" >> '{}'\n", seen.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hook = script(
+        dir.path(),
+        "hook.sh",
+        &format!("echo \"$UIOT_EVENT\" >> '{}'\n", seen.display()),
+    );
     let cfg = config(
         dir.path(),
         &broker,
