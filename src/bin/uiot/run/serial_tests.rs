@@ -14,10 +14,11 @@
 )]
 
 use super::*;
+use crate::run::framing::Framing;
 use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 use std::sync::{Once, OnceLock};
 
